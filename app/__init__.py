@@ -1,0 +1,1 @@
+"""The entity-store platform: a REST and Socket.IO API over MongoDB."""

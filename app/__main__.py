@@ -1,0 +1,75 @@
+"""``python -m app``: serve the API, starting an embedded database when MONGODB_URL is unset."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import signal
+import sys
+from types import FrameType
+
+import uvicorn
+
+from app.embedded import EmbeddedDatabase, EmbeddedDatabaseError
+from app.main import create_app
+from app.settings import Settings, SettingsError
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _without_password(url: str) -> str:
+    return re.sub(r"(//[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # uvicorn handles SIGTERM itself while serving, then re-raises it once shut down. Left to its
+    # default action that would kill us before the `finally` stopping the database runs.
+    raise SystemExit(0)
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        _say(f"error: {exc}")
+        return 2
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    database: EmbeddedDatabase | None = None
+    try:
+        if settings.mongodb_url:
+            _say(f"database: MongoDB at {_without_password(settings.mongodb_url)}")
+        else:
+            database = EmbeddedDatabase(settings.data_dir / "db")
+            database.start()
+            settings = dataclasses.replace(settings, mongodb_url=database.url)
+            _say(
+                f"database: embedded SecantusDB at {database.url} (pid {database.pid}), "
+                f"data in {database.storage_path}, log in {database.log_path}"
+            )
+        config = uvicorn.Config(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            proxy_headers=True,
+            ws="websockets-sansio",  # the plain "websockets" protocol is deprecated in uvicorn
+            lifespan="on",  # a failing startup (database unreachable) must stop the server
+        )
+        server = uvicorn.Server(config)
+        server.run()
+        return 0 if server.started else 3
+    except EmbeddedDatabaseError as exc:
+        _say(f"error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if database is not None:
+            database.stop()
+            _say("database: embedded SecantusDB stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""HTTP handlers, one module per resource; ``routes`` lists them all.
+
+Each path is one route with a handler per method, so a wrong method gets 405 with the full
+``Allow`` list. Store routes never claim the paths of system resources (``auth``, ``_me``,
+``_users``, ``_tokens``), so those answer 404/405 rather than being read as store names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Match, Route
+from starlette.types import Scope
+
+from app.api import entities, session, system, tokens, users
+
+V1 = "/api/v1"
+SYSTEM_NAMES = frozenset({"auth", "_me", "_users", "_tokens"})
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def resource(path: str, route_class: type[Route] = Route, **handlers: Handler) -> Route:
+    async def dispatch(request: Request) -> Response:
+        return await handlers[request.method](request)
+
+    return route_class(path, dispatch, methods=list(handlers), name=path)
+
+
+class StoreRoute(Route):
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match != Match.NONE and child["path_params"]["store"] in SYSTEM_NAMES:
+            return Match.NONE, {}
+        return match, child
+
+
+routes = [
+    resource("/healthz", GET=system.healthz),
+    resource(f"{V1}/auth", POST=session.sign_in, DELETE=session.sign_out),
+    resource(f"{V1}/auth/token", POST=session.token),
+    resource(f"{V1}/_me", GET=system.me),
+    resource(f"{V1}/_users", GET=users.list_users, POST=users.create),
+    resource(f"{V1}/_users/{{user_id}}", GET=users.get, PATCH=users.patch, DELETE=users.delete),
+    resource(f"{V1}/_tokens", GET=tokens.list_tokens, POST=tokens.create),
+    resource(f"{V1}/_tokens/{{token_id}}", DELETE=tokens.revoke),
+    resource(f"{V1}/{{store}}", StoreRoute, GET=entities.list_entities, POST=entities.create),
+    resource(
+        f"{V1}/{{store}}/{{entity_id}}",
+        StoreRoute,
+        GET=entities.get,
+        PATCH=entities.patch,
+        DELETE=entities.delete,
+    ),
+    resource(f"{V1}/{{store}}/{{entity_id}}/access", StoreRoute, PUT=entities.set_access),
+]

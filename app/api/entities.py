@@ -1,0 +1,77 @@
+"""``/api/v1/:store`` and ``/api/v1/:store/:id``: entity CRUD and lists."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from bson import ObjectId
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app import validation
+from app.auth import authenticate
+from app.http import SUCCESS, json_array_response, json_response, read_json, services
+from app.query import only_fields, parse_list_query
+
+
+def _store(request: Request) -> str:
+    return validation.store_name(request.path_params["store"])
+
+
+def _entity_path(request: Request) -> tuple[str, ObjectId]:
+    return _store(request), validation.object_id(request.path_params["entity_id"])
+
+
+async def create(request: Request) -> Response:
+    user = await authenticate(request)
+    store = _store(request)
+    body = validation.json_object(await read_json(request))
+    entity = await services(request).entities.create(store, body, user)
+    location = f"{request.url.path.rstrip('/')}/{entity['_id']}"
+    return json_response(entity, 201, {"Location": location})
+
+
+async def get(request: Request) -> Response:
+    user = await authenticate(request)
+    store, entity_id = _entity_path(request)
+    only = request.query_params.get("only")
+    fields = tuple(only_fields(only)) if only is not None else None
+    return json_response(await services(request).entities.get(store, entity_id, user, fields))
+
+
+async def list_entities(request: Request) -> Response:
+    user = await authenticate(request)
+    store = _store(request)
+    params = {name: request.query_params.getlist(name) for name in request.query_params}
+    query = parse_list_query(params)
+    entities = services(request).entities
+    if query.meta:
+        return json_response(await entities.meta(store, query, user))
+    page = await entities.list(store, query, user)
+    headers = {}
+    if page.next_after is not None:
+        link = f"{request.url.path}?{urlencode(query.next_params(page.next_after))}"
+        headers["Link"] = f'<{link}>; rel="next"'
+    return json_array_response(page.documents, headers)
+
+
+async def patch(request: Request) -> Response:
+    user = await authenticate(request)
+    store, entity_id = _entity_path(request)
+    body = validation.json_object(await read_json(request))
+    return json_response(await services(request).entities.patch(store, entity_id, body, user))
+
+
+async def set_access(request: Request) -> Response:
+    user = await authenticate(request)
+    store, entity_id = _entity_path(request)
+    body = validation.json_object(await read_json(request))
+    updated = await services(request).entities.set_access(store, entity_id, body, user)
+    return json_response(updated)
+
+
+async def delete(request: Request) -> Response:
+    user = await authenticate(request)
+    store, entity_id = _entity_path(request)
+    await services(request).entities.delete(store, entity_id, user)
+    return json_response(SUCCESS)

@@ -1,0 +1,285 @@
+"""Entity operations on stores, with the access rules applied inside every query.
+
+The only module that reads or writes store collections for the API; REST handlers, the
+realtime layer and future admin views call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import ObjectId
+from bson.datetime_ms import DatetimeMS
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+
+from app import acl, validation
+from app.acl import READERS, Principal
+from app.errors import Conflict, Forbidden, Invalid, NotFound
+from app.jsonio import ms
+from app.query import ListQuery, parse_time, projection
+from app.storage import Document, Storage, translated_async
+
+SERVER_FIELDS = ("_id", "owner", "createdAt", "updatedAt")
+PATCH_PROTECTED = ("_id", "owner", "group", "access", "branch", "createdAt", "updatedAt")
+BATCH = 500
+_RETRIES = 3
+
+
+def now() -> datetime:
+    """The current time at BSON's millisecond precision."""
+    moment = datetime.now(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+@dataclass
+class Page:
+    """One list page: its documents (streamed) and, when the page is full and more follow,
+    the id to continue ``after``."""
+
+    documents: AsyncIterator[Document]
+    next_after: ObjectId | None
+
+
+class Entities:
+    def __init__(self, storage: Storage, user_exists: Callable[[str], Awaitable[bool]]):
+        self.storage = storage
+        self.user_exists = user_exists
+
+    async def create(self, store: str, body: dict[str, Any], user: Principal) -> Document:
+        for name in (*SERVER_FIELDS, READERS):
+            if name in body:
+                raise Invalid(name, "is set by the server")
+        fields = dict(body)
+        group = fields.pop("group", user.primary_group)
+        if group is not None:
+            self._check_group(group, user)
+        access = validation.string_list(fields.pop("access", []), "access")
+        branch = validation.string_list(fields.pop("branch", []), "branch")
+        validation.value(fields, "")
+        moment = now()
+        entity: Document = {
+            "_id": ObjectId(),
+            **fields,
+            "owner": user.user_id,
+            "group": group,
+            "access": access,
+            "branch": branch,
+            "createdAt": moment,
+            "updatedAt": moment,
+        }
+        stored = {**entity, READERS: acl.readers_of(user.user_id, group, access, branch)}
+        await self.storage.prepare_store(store)
+        async with translated_async():
+            await self.storage.store(store).insert_one(stored)
+        return entity
+
+    async def get(
+        self, store: str, entity_id: ObjectId, user: Principal, only: tuple[str, ...] | None = None
+    ) -> Document:
+        async with translated_async():
+            found = await self.storage.store(store).find_one(
+                {"_id": entity_id, **acl.read_filter(user)}, projection(only)
+            )
+        if found is None:
+            raise _not_found(store, entity_id)
+        return found
+
+    async def list(self, store: str, query: ListQuery, user: Principal) -> Page:
+        """The page ``query`` selects; raises before anything is streamed if the database
+        cannot answer."""
+        if query.limit == 0:
+            return Page(_empty(), None)
+        collection = self.storage.store(store)
+        selected = {**acl.read_filter(user), **query.bounds()}
+        async with translated_async():
+            # Where does a full page end, and does anything follow it?
+            edge = (
+                await collection.find(selected, {"_id": 1})
+                .sort("_id", ASCENDING)
+                .skip(query.offset + query.limit - 1)
+                .limit(2)
+                .to_list()
+            )
+        next_after = None
+        if edge:
+            last_id = edge[0]["_id"]
+            selected["_id"] = {**selected.get("_id", {}), "$lte": last_id}
+            if len(edge) == 2:
+                next_after = last_id
+        cursor = (
+            collection.find(selected, query.projection(), batch_size=BATCH)
+            .sort("_id", ASCENDING)
+            .skip(query.offset)
+            .limit(query.limit)
+        )
+        return Page(_stream(cursor), next_after)
+
+    async def meta(self, store: str, query: ListQuery, user: Principal) -> dict[str, Any]:
+        collection = self.storage.store(store)
+        selected = {**acl.read_filter(user), **query.bounds()}
+        shown = query.projection()
+        async with translated_async():
+            count = await collection.count_documents(selected)
+            first = await collection.find_one(selected, shown, sort=[("_id", ASCENDING)])
+            last = await collection.find_one(selected, shown, sort=[("_id", DESCENDING)])
+        return {"count": count, "first": first, "last": last}
+
+    async def patch(
+        self, store: str, entity_id: ObjectId, body: dict[str, Any], user: Principal
+    ) -> Document:
+        changes: dict[str, Any] = {}
+        expected: dict[str, Any] = {}
+        for key, item in body.items():
+            segments = validation.path(key)
+            head = segments[0]
+            if head == READERS:
+                raise Invalid(key, "is not a field")
+            if head in PATCH_PROTECTED:
+                if len(segments) > 1:
+                    raise Invalid(key, "cannot be changed with PATCH")
+                expected[head] = _comparable(head, item, entity_id)
+                continue
+            validation.value(item, key)
+            changes[key] = item
+        validation.no_overlap(list(changes), "body")
+        conditions = [{"_id": entity_id}, acl.write_filter(user)]
+        conditions += [{name: item} for name, item in expected.items() if name != "_id"]
+        collection = self.storage.store(store)
+        for _ in range(_RETRIES):
+            async with translated_async():
+                updated = await collection.find_one_and_update(
+                    {"$and": conditions},
+                    {"$set": {**changes, "updatedAt": now()}},
+                    projection=projection(None),
+                    return_document=ReturnDocument.AFTER,
+                )
+            if updated is not None:
+                return updated
+            current = await self._writable(store, entity_id, user)
+            for name, item in expected.items():
+                if name != "_id" and not _same(current.get(name), item):
+                    raise Invalid(name, "cannot be changed with PATCH")
+        raise Conflict("The entity kept changing; try again")
+
+    async def set_access(
+        self, store: str, entity_id: ObjectId, body: dict[str, Any], user: Principal
+    ) -> Document:
+        for key in body:
+            if key not in acl.ACCESS_FIELDS:
+                raise Invalid(key, "only owner, group, access and branch are set here")
+        wanted: dict[str, Any] = {}
+        if "owner" in body:
+            owner = body["owner"]
+            if not isinstance(owner, str) or not await self.user_exists(owner):
+                raise Invalid("owner", "must be the id of an existing user")
+            wanted["owner"] = owner
+        if "group" in body:
+            if body["group"] is not None and not isinstance(body["group"], str):
+                raise Invalid("group", "must be a group id or null")
+            wanted["group"] = body["group"]
+        for name in ("access", "branch"):
+            if name in body:
+                wanted[name] = validation.string_list(body[name], name)
+
+        collection = self.storage.store(store)
+        for _ in range(_RETRIES):
+            async with translated_async():
+                current = await collection.find_one(
+                    {"_id": entity_id, **acl.read_filter(user)}, {READERS: 0}
+                )
+            if current is None:
+                raise _not_found(store, entity_id)
+            if not user.admin:
+                if current.get("owner") != user.user_id:
+                    raise Forbidden()
+                if wanted.get("owner", user.user_id) != user.user_id:
+                    raise Forbidden("Only an admin can change the owner")
+                if wanted.get("group", current.get("group")) != current.get("group"):
+                    self._check_group(wanted["group"], user)
+            merged = {name: current.get(name) for name in acl.ACCESS_FIELDS} | wanted
+            readers = acl.readers_of(
+                merged["owner"], merged["group"], merged["access"] or [], merged["branch"] or []
+            )
+            unchanged = {name: current.get(name) for name in acl.ACCESS_FIELDS}
+            async with translated_async():
+                updated = await collection.find_one_and_update(
+                    {"_id": entity_id, **unchanged},
+                    {"$set": {**wanted, READERS: readers, "updatedAt": now()}},
+                    projection=projection(None),
+                    return_document=ReturnDocument.AFTER,
+                )
+            if updated is not None:
+                return updated
+        raise Conflict("The entity's access fields kept changing; try again")
+
+    async def delete(self, store: str, entity_id: ObjectId, user: Principal) -> None:
+        async with translated_async():
+            result = await self.storage.store(store).delete_one(
+                {"_id": entity_id, **acl.write_filter(user)}
+            )
+        if result.deleted_count == 0:
+            await self._writable(store, entity_id, user)
+            raise _not_found(store, entity_id)  # deleted by someone else meanwhile
+
+    async def _writable(self, store: str, entity_id: ObjectId, user: Principal) -> Document:
+        """The entity if ``user`` may change it; 404 if they cannot read it, 403 if they can
+        read but not change it."""
+        collection = self.storage.store(store)
+        async with translated_async():
+            readable = await collection.find_one(
+                {"_id": entity_id, **acl.read_filter(user)}, {READERS: 0}
+            )
+            if readable is None:
+                raise _not_found(store, entity_id)
+            writable = await collection.find_one(
+                {"$and": [{"_id": entity_id}, acl.write_filter(user)]}, {READERS: 0}
+            )
+        if writable is None:
+            raise Forbidden()
+        return writable
+
+    @staticmethod
+    def _check_group(group: Any, user: Principal) -> None:
+        if not isinstance(group, str) or not group:
+            raise Invalid("group", "must be a non-empty group id")
+        if not user.admin and group not in user.groups:
+            raise Invalid("group", "you are not a member of this group")
+
+
+def _comparable(name: str, item: Any, entity_id: ObjectId) -> Any:
+    """A protected field's value from a PATCH body, in the form it is stored in."""
+    if name == "_id":
+        if not isinstance(item, str) or item.lower() != str(entity_id):
+            raise Invalid("_id", "cannot be changed with PATCH")
+        return item
+    if name in ("createdAt", "updatedAt"):
+        if not isinstance(item, str):
+            raise Invalid(name, "cannot be changed with PATCH")
+        return parse_time(item, name)
+    return item
+
+
+def _same(stored: Any, given: Any) -> bool:
+    if isinstance(stored, DatetimeMS) and isinstance(given, datetime):
+        return int(stored) == ms(given)
+    return bool(stored == given)
+
+
+def _not_found(store: str, entity_id: ObjectId) -> NotFound:
+    return NotFound(f"No entity {entity_id} in store {store}")
+
+
+async def _empty() -> AsyncIterator[Document]:
+    return
+    yield  # pragma: no cover
+
+
+async def _stream(cursor: Any) -> AsyncIterator[Document]:
+    try:
+        async for document in cursor:
+            yield document
+    finally:
+        await cursor.close()

@@ -1,0 +1,154 @@
+"""The API's errors: one base class, a subclass per status, and the envelope they render to.
+
+Handlers raise these; a single renderer (``app.middleware``) turns any of them into the
+seed's envelope ``{"success": false, "code": "404", "error": "NOT_FOUND", ...}``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, ClassVar
+
+
+class ErrorCode(StrEnum):
+    BAD_REQUEST = "BAD_REQUEST"
+    INVALID = "INVALID"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    FORBIDDEN = "FORBIDDEN"
+    NOT_FOUND = "NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    CONFLICT = "CONFLICT"
+    TOO_LARGE = "TOO_LARGE"
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+    TOO_MANY_REQUESTS = "TOO_MANY_REQUESTS"
+    INTERNAL = "INTERNAL"
+    UNAVAILABLE = "UNAVAILABLE"
+    RESUME_EXPIRED = "RESUME_EXPIRED"
+
+
+class APIError(Exception):
+    """Base of every error the API answers with; ``status`` and ``code`` pick the envelope."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[ErrorCode] = ErrorCode.INTERNAL
+    tags: ClassVar[tuple[str, ...]] = ("error_internal",)
+    default_message: ClassVar[str] = "Internal server error"
+
+    def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None):
+        self.message = message or self.default_message
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+    def body(self, request_id: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "success": False,
+            "code": str(self.status),
+            "error": self.code.value,
+            "message": self.message,
+            "tags": list(self.tags),
+        }
+        if request_id:
+            body["requestId"] = request_id
+        return body
+
+
+class BadRequest(APIError):
+    status = 400
+    code = ErrorCode.BAD_REQUEST
+    tags = ("error_bad_request",)
+    default_message = "Bad request"
+
+
+class Invalid(APIError):
+    """A value that is not allowed; the message names the field or parameter."""
+
+    status = 400
+    code = ErrorCode.INVALID
+    tags = ("error_invalid",)
+    default_message = "Invalid value"
+
+    def __init__(self, field: str, problem: str):
+        self.field = field
+        super().__init__(f"{field}: {problem}")
+
+
+class Unauthorized(APIError):
+    status = 401
+    code = ErrorCode.UNAUTHORIZED
+    tags = ("error_unauthorized",)
+    default_message = "Unauthorized"
+
+
+class Forbidden(APIError):
+    status = 403
+    code = ErrorCode.FORBIDDEN
+    tags = ("error_credentials", "error_forbidden")
+    default_message = "Forbidden"
+
+
+class NotFound(APIError):
+    status = 404
+    code = ErrorCode.NOT_FOUND
+    tags = ("error_not_found",)
+    default_message = "Not Found"
+
+
+class MethodNotAllowed(APIError):
+    status = 405
+    code = ErrorCode.METHOD_NOT_ALLOWED
+    tags = ("error_method_not_allowed",)
+    default_message = "Method not allowed"
+
+
+class Conflict(APIError):
+    status = 409
+    code = ErrorCode.CONFLICT
+    tags = ("error_conflict",)
+    default_message = "Conflict"
+
+
+class TooLarge(APIError):
+    status = 413
+    code = ErrorCode.TOO_LARGE
+    tags = ("error_too_large",)
+    default_message = "Request body too large"
+
+
+class UnsupportedMediaType(APIError):
+    status = 415
+    code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
+    tags = ("error_unsupported_media_type",)
+    default_message = "Content-Type must be application/json"
+
+
+class TooManyRequests(APIError):
+    status = 429
+    code = ErrorCode.TOO_MANY_REQUESTS
+    tags = ("error_too_many_requests",)
+    default_message = "Too many requests"
+
+    def __init__(self, message: str | None = None, *, retry_after: int):
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class Internal(APIError):
+    pass
+
+
+class Unavailable(APIError):
+    status = 503
+    code = ErrorCode.UNAVAILABLE
+    tags = ("error_unavailable",)
+    default_message = "The database cannot be reached; try again shortly"
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 5):
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class ResumeExpired(APIError):
+    """A realtime resume token the database no longer holds events for."""
+
+    status = 410
+    code = ErrorCode.RESUME_EXPIRED
+    tags = ("error_resume_expired",)
+    default_message = "The resume token is too old; reload by REST and subscribe again"

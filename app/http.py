@@ -1,0 +1,83 @@
+"""HTTP plumbing shared by the handlers: JSON bodies in, JSON (or streamed JSON) out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from app import jsonio
+from app.errors import BadRequest, TooLarge
+from app.services import Services
+
+SUCCESS = {"success": True, "sucess": True}
+_CHUNK = 64 * 1024
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+def json_response(
+    data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(jsonio.dumps(data), status, headers, media_type="application/json")
+
+
+def is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+async def read_json(request: Request) -> Any:
+    """The request body parsed as JSON, refusing bodies over MAX_BODY_BYTES before reading
+    them whole."""
+    limit = services(request).settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest("Content-Length is not a number")
+        if int(declared) > limit:
+            raise TooLarge(f"The body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"The body is larger than {limit} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise BadRequest("A JSON body is required")
+    try:
+        return jsonio.loads(raw)
+    except ValueError:
+        raise BadRequest("The body is not valid JSON") from None
+
+
+def json_array_response(
+    documents: AsyncIterator[Any], headers: Mapping[str, str] | None = None
+) -> StreamingResponse:
+    """A JSON array streamed in chunks as the cursor yields, so a 10,000-entity page never
+    sits whole in memory."""
+
+    async def body() -> AsyncIterator[bytes]:
+        buffer = bytearray(b"[")
+        first = True
+        async for document in documents:
+            if not first:
+                buffer += b","
+            first = False
+            buffer += jsonio.dumps(document)
+            if len(buffer) >= _CHUNK:
+                yield bytes(buffer)
+                buffer.clear()
+        buffer += b"]"
+        yield bytes(buffer)
+
+    return StreamingResponse(body(), headers=headers, media_type="application/json")

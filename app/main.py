@@ -1,0 +1,63 @@
+"""The ASGI application: REST routes, middleware, and the lifespan that connects the database
+and builds the services."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+
+from app.api import routes
+from app.errors import APIError
+from app.middleware import RequestContext, api_error_handler, http_error_handler
+from app.services import Services
+from app.settings import Settings
+from app.storage import Storage
+
+log = logging.getLogger("app")
+
+
+def create_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        storage = Storage(settings.mongodb_url, settings.mongodb_db)
+        try:
+            await storage.prepare_system()
+            services = Services.build(settings, storage)
+            generated = await services.users.ensure_admin(
+                settings.admin_login, settings.admin_password
+            )
+            if generated:
+                # Printed once, on the first start against an empty database.
+                print(
+                    f"Created admin user {settings.admin_login!r} with password: {generated}",
+                    flush=True,
+                )
+            app.state.services = services
+            yield
+        finally:
+            await storage.close()
+
+    middleware = [Middleware(RequestContext)]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_credentials=True,
+                allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
+                allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+                expose_headers=["Location", "Link", "X-Request-Id", "Retry-After"],
+            )
+        )
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={APIError: api_error_handler, HTTPException: http_error_handler},
+        lifespan=lifespan,
+    )

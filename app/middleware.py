@@ -1,0 +1,97 @@
+"""The one error renderer, and the middleware that gives every response an ``X-Request-Id``
+and turns anything unexpected into a 500 envelope (logged with the request id, no trace in
+the body)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import jsonio
+from app.errors import (
+    APIError,
+    BadRequest,
+    Internal,
+    MethodNotAllowed,
+    NotFound,
+    TooLarge,
+    UnsupportedMediaType,
+)
+
+log = logging.getLogger(__name__)
+
+_SANE_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+_BY_STATUS: dict[int, type[APIError]] = {
+    400: BadRequest,
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: TooLarge,
+    415: UnsupportedMediaType,
+}
+
+
+def request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+def render(error: APIError, rid: str) -> Response:
+    headers = {**error.headers, "X-Request-Id": rid}
+    return Response(
+        jsonio.dumps(error.body(rid)), error.status, headers, media_type="application/json"
+    )
+
+
+async def api_error_handler(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, APIError):  # pragma: no cover - registered for APIError only
+        raise exc
+    return render(exc, request_id(request))
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (unknown path 404, wrong method 405) in our envelope."""
+    if not isinstance(exc, HTTPException):  # pragma: no cover - registered for it only
+        raise exc
+    kind = _BY_STATUS.get(exc.status_code, BadRequest if exc.status_code < 500 else Internal)
+    error = kind.__new__(kind)
+    APIError.__init__(error, None, headers=dict(exc.headers or {}))
+    return render(error, request_id(request))
+
+
+class RequestContext:
+    """Outermost app middleware: request ids, and the last line of defence against a 500
+    with a stack trace."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        rid = given if _SANE_ID.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-Id"] = rid
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("%s %s failed (request id %s)", scope["method"], scope["path"], rid)
+            if started:
+                raise
+            await render(Internal(), rid)(scope, receive, send)

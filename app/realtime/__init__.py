@@ -1,0 +1,1 @@
+"""Realtime: entity changes pushed to Socket.IO subscribers (both protocol generations)."""

@@ -1,0 +1,291 @@
+"""Engine.IO v3 / Socket.IO v2 over a websocket, for clients written against the older spec.
+
+python-engineio 4+ no longer speaks Engine.IO v3, so ``EIO=3`` websocket connections are served
+here and handed to the same ``Dispatcher`` as the python-socketio front (see ``peers.py``).
+
+Framing: one Engine.IO packet per text frame, its first character the packet type (``0`` open,
+``1`` close, ``2`` ping, ``3`` pong, ``4`` message, ``5`` upgrade, ``6`` noop). A message carries a
+Socket.IO v2 packet: type digit, optional ``/namespace,``, optional ack id digits, JSON data.
+
+Decisions:
+
+- Only ``websocket`` is served. Long-polling (an ``http`` request) gets Engine.IO's own
+  ``400 {"code": 3, "message": "Bad request"}``; v2 clients must connect with
+  ``transports: ["websocket"]``.
+- A refused connection (the authenticator raised an ``APIError``) still receives the open packet
+  first, because a v2 client drops messages that arrive before the handshake; then ``44`` + the
+  error envelope (the client's ``error`` event), then a close frame (1008, or 1011 for 5xx).
+- Ping/pong is client-driven: ``2<x>`` is answered ``3<x>`` (``2probe`` -> ``3probe``). Any frame
+  counts as life; a client silent for pingInterval + pingTimeout is closed without ``41`` so
+  it reconnects. ``Peer.close()`` sends ``41`` first, which tells a v2 client not to reconnect.
+- Only the default namespace is served: ``40/x,`` or ``42/x,[...]`` is answered
+  ``44/x,"Invalid namespace"``; ``40`` and ``41/x,`` are ignored (``/`` is connected on open).
+- Events are handled one at a time in the receive loop, in arrival order. An event with an ack id
+  gets ``43<id>[ack]``; a dispatcher error becomes its envelope in the ack (or in ``44``).
+- Anything undecodable (empty frame, unknown packet type, bad JSON, binary frame or binary
+  packet) is answered with ``44`` + a BAD_REQUEST envelope (in the ack when the packet carried an
+  ack id) and the connection stays open. Client acks (``43``), client errors (``44``), pongs,
+  upgrades and noops are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from app.acl import Principal
+from app.errors import APIError, BadRequest, Internal
+from app.realtime.peers import Dispatcher, SocketAuthenticator
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_NAMESPACE = "/"
+_DIGITS = "0123456789"
+_MAX_ACK_ID_DIGITS = 16
+_HTTP_BODY = orjson.dumps({"code": 3, "message": "Bad request"})
+
+
+class EIO3Front:
+    """ASGI app serving Engine.IO v3 websocket connections to ``dispatcher``."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        authenticate: SocketAuthenticator,
+        ping_interval_ms: int = 25000,
+        ping_timeout_ms: int = 60000,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._authenticate = authenticate
+        self._ping_interval_ms = ping_interval_ms
+        self._ping_timeout_ms = ping_timeout_ms
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await _refuse_http(send)
+            return
+        if scope["type"] != "websocket" or (await receive())["type"] != "websocket.connect":
+            return
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), True))
+        if query.get("EIO") != "3":
+            await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
+            return
+        socket = _Socket(send)
+        try:
+            principal = await self._authenticate(_headers(scope), query, None)
+        except APIError as error:
+            await self._open(socket)
+            await socket.send_text("44" + _json(error.body()))
+            await socket.close(1008 if error.status < 500 else 1011, error.code.value)
+            return
+        peer = EIO3Peer(principal, socket)
+        await self._open(socket)
+        await socket.send_text("40")
+        self._dispatcher.attach(peer)
+        try:
+            await self._serve(peer, receive)
+        finally:
+            socket.gone()
+            await self._dispatcher.detach(peer)
+
+    async def _open(self, socket: _Socket) -> None:
+        await socket.send({"type": "websocket.accept"})
+        handshake = {
+            "sid": secrets.token_urlsafe(15),
+            "upgrades": [],
+            "pingInterval": self._ping_interval_ms,
+            "pingTimeout": self._ping_timeout_ms,
+        }
+        await socket.send_text("0" + _json(handshake))
+
+    async def _serve(self, peer: EIO3Peer, receive: Receive) -> None:
+        """Read frames until the client leaves, asks to close, or falls silent."""
+        silence = (self._ping_interval_ms + self._ping_timeout_ms) / 1000
+        while not peer.socket.closed:
+            try:
+                async with asyncio.timeout(silence):
+                    message = await receive()
+            except TimeoutError:
+                await peer.socket.close(1000, "ping timeout")
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            if message["type"] != "websocket.receive":
+                continue
+            text = message.get("text")
+            if text is None:
+                await _send_error(peer, None, BadRequest("Binary frames are not supported"))
+            elif not await self._on_frame(peer, text):
+                return
+
+    async def _on_frame(self, peer: EIO3Peer, text: str) -> bool:
+        """Handle one Engine.IO packet; False once the connection is to end."""
+        kind, body = text[:1], text[1:]
+        if kind == "2":
+            await peer.socket.send_text("3" + body)
+        elif kind == "4":
+            return await self._on_message(peer, body)
+        elif kind == "1":
+            await peer.socket.close(1000, "")
+            return False
+        elif kind not in ("0", "3", "5", "6"):
+            await _send_error(peer, None, BadRequest("Unknown Engine.IO packet"))
+        return True
+
+    async def _on_message(self, peer: EIO3Peer, body: str) -> bool:
+        try:
+            packet = _parse_packet(body)
+        except BadRequest as error:
+            logger.debug("eio3: malformed packet %.80r: %s", body, error.message)
+            await _send_error(peer, None, error)
+            return True
+        if packet.namespace != DEFAULT_NAMESPACE:
+            if packet.kind in ("0", "2"):
+                invalid = _json("Invalid namespace")
+                await peer.socket.send_text(f"44{packet.namespace},{invalid}")
+            return True
+        if packet.kind == "1":
+            await peer.socket.close(1000, "")
+            return False
+        if packet.kind == "2":
+            await self._on_event(peer, packet)
+        return True
+
+    async def _on_event(self, peer: EIO3Peer, packet: _Packet) -> None:
+        try:
+            event, data = _event_args(packet.data)
+        except BadRequest as error:
+            await _send_error(peer, packet.ack_id, error)
+            return
+        try:
+            ack = await self._dispatcher.handle(peer, event, data)
+            reply = _json([ack])
+        except APIError as error:
+            await _send_error(peer, packet.ack_id, error)
+            return
+        except Exception:
+            logger.exception("eio3: dispatcher failed on %r", event)
+            await _send_error(peer, packet.ack_id, Internal())
+            return
+        if packet.ack_id is not None:
+            await peer.socket.send_text(f"43{packet.ack_id}{reply}")
+
+
+class EIO3Peer:
+    """A connected v2 client, as the dispatcher sees it."""
+
+    def __init__(self, principal: Principal, socket: _Socket) -> None:
+        self.principal = principal
+        self.socket = socket
+
+    async def emit(self, event: str, data: dict[str, Any]) -> None:
+        await self.socket.send_text("42" + _json([event, data]))
+
+    async def close(self) -> None:
+        await self.socket.close(1000, "", farewell="41")
+
+
+class _Socket:
+    """Serialises sends to one ASGI websocket; a send after the client has gone is dropped."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._lock = asyncio.Lock()
+        self.closed = False
+
+    def gone(self) -> None:
+        self.closed = True
+
+    async def send(self, message: dict[str, Any]) -> None:
+        async with self._lock:
+            await self._deliver(message)
+
+    async def send_text(self, text: str) -> None:
+        await self.send({"type": "websocket.send", "text": text})
+
+    async def close(self, code: int, reason: str, *, farewell: str | None = None) -> None:
+        async with self._lock:
+            if farewell is not None:
+                await self._deliver({"type": "websocket.send", "text": farewell})
+            await self._deliver({"type": "websocket.close", "code": code, "reason": reason})
+            self.closed = True
+
+    async def _deliver(self, message: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        try:
+            await self._send(message)
+        except OSError:  # ASGI: a send on a closed connection raises an OSError subclass
+            self.closed = True
+
+
+@dataclass(frozen=True)
+class _Packet:
+    kind: str
+    namespace: str
+    ack_id: str | None
+    data: str
+
+
+def _parse_packet(text: str) -> _Packet:
+    """Split a Socket.IO v2 packet; raises BadRequest for what the protocol cannot contain."""
+    kind, rest = text[:1], text[1:]
+    if kind in ("5", "6"):
+        raise BadRequest("Binary packets are not supported")
+    if kind not in ("0", "1", "2", "3", "4"):
+        raise BadRequest("Unknown Socket.IO packet type")
+    namespace = DEFAULT_NAMESPACE
+    if rest.startswith("/"):
+        path, _, rest = rest.partition(",")
+        namespace = path.partition("?")[0]
+    digits = len(rest) - len(rest.lstrip(_DIGITS))
+    if digits > _MAX_ACK_ID_DIGITS:
+        raise BadRequest("Ack id too long")
+    ack_id = rest[:digits] or None
+    return _Packet(kind, namespace, ack_id, rest[digits:])
+
+
+def _event_args(data: str) -> tuple[str, Any]:
+    """The event name and its first argument from ``["name", arg, ...]``."""
+    try:
+        args = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise BadRequest("Event data is not JSON") from None
+    if not isinstance(args, list) or not args or not isinstance(args[0], str):
+        raise BadRequest('An event must be ["name", data]')
+    return args[0], args[1] if len(args) > 1 else None
+
+
+async def _send_error(peer: EIO3Peer, ack_id: str | None, error: APIError) -> None:
+    if ack_id is None:
+        await peer.socket.send_text("44" + _json(error.body()))
+    else:
+        await peer.socket.send_text(f"43{ack_id}" + _json([error.body()]))
+
+
+async def _refuse_http(send: Send) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(_HTTP_BODY))]
+    await send({"type": "http.response.start", "status": 400, "headers": headers})
+    await send({"type": "http.response.body", "body": _HTTP_BODY})
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """Request headers by lower-case name; repeated ones joined as HTTP allows."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", []):
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        if name in headers:
+            value = headers[name] + ("; " if name == "cookie" else ", ") + value
+        headers[name] = value
+    return headers
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()

@@ -1,0 +1,44 @@
+"""The services one server process runs on, built once in the lifespan and shared by every
+front (REST handlers through ``request.app.state.services``, the realtime layer when built)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.credentials import Credentials
+from app.entities import Entities
+from app.settings import Settings
+from app.storage import Storage
+from app.throttle import LoginThrottle
+from app.users import Users
+
+
+@dataclass
+class Services:
+    settings: Settings
+    storage: Storage
+    users: Users
+    entities: Entities
+    credentials: Credentials
+    throttle: LoginThrottle
+
+    @classmethod
+    def build(cls, settings: Settings, storage: Storage) -> Services:
+        credentials_box: list[Credentials] = []
+
+        async def end_credentials(user_id: str) -> None:
+            await credentials_box[0].end_all(user_id)
+
+        users = Users(storage, end_credentials)
+        credentials = Credentials(
+            storage, users, settings.signing_secret(), settings.session_ttl, settings.token_ttl
+        )
+        credentials_box.append(credentials)
+        return cls(
+            settings=settings,
+            storage=storage,
+            users=users,
+            entities=Entities(storage, users.exists),
+            credentials=credentials,
+            throttle=LoginThrottle(storage),
+        )

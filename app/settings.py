@@ -1,0 +1,96 @@
+"""Process settings, read once from environment variables (see the README's table)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULTS: dict[str, str] = {
+    "HOST": "127.0.0.1",
+    "PORT": "8000",
+    "DATA_DIR": "./data",
+    "MONGODB_URL": "",
+    "MONGODB_DB": "platform",
+    "APP_SECRET": "",
+    "APP_ADMIN_LOGIN": "admin",
+    "APP_ADMIN_PASSWORD": "",
+    "SESSION_TTL": "86400",
+    "TOKEN_TTL": "86400",
+    "MAX_BODY_BYTES": str(1024 * 1024),
+    "CORS_ORIGINS": "",
+    "LOG_LEVEL": "info",
+}
+
+
+class SettingsError(ValueError):
+    """A setting has a value the server cannot run with."""
+
+
+def _positive_int(env: Mapping[str, str], name: str) -> int:
+    raw = env.get(name) or DEFAULTS[name]
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str
+    port: int
+    data_dir: Path
+    mongodb_url: str
+    mongodb_db: str
+    app_secret: str
+    admin_login: str
+    admin_password: str
+    session_ttl: int
+    token_ttl: int
+    max_body_bytes: int
+    cors_origins: tuple[str, ...]
+    log_level: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str:
+            return env.get(name) or DEFAULTS[name]
+
+        data_dir = Path(get("DATA_DIR"))
+        origins = tuple(o.strip().rstrip("/") for o in get("CORS_ORIGINS").split(",") if o.strip())
+        return cls(
+            host=get("HOST"),
+            port=_positive_int(env, "PORT"),
+            data_dir=data_dir,
+            mongodb_url=get("MONGODB_URL"),
+            mongodb_db=get("MONGODB_DB"),
+            app_secret=get("APP_SECRET"),
+            admin_login=get("APP_ADMIN_LOGIN"),
+            admin_password=get("APP_ADMIN_PASSWORD"),
+            session_ttl=_positive_int(env, "SESSION_TTL"),
+            token_ttl=_positive_int(env, "TOKEN_TTL"),
+            max_body_bytes=_positive_int(env, "MAX_BODY_BYTES"),
+            cors_origins=origins,
+            log_level=get("LOG_LEVEL").lower(),
+        )
+
+    def signing_secret(self) -> str:
+        """APP_SECRET, or a generated one kept in DATA_DIR so restarts keep credentials valid."""
+        if self.app_secret:
+            return self.app_secret
+        path = self.data_dir / "app-secret"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret)
+        return secret

@@ -1,0 +1,156 @@
+"""The MongoDB boundary: the client, system collections, store collections, and the one place
+where driver exceptions become API errors (``DuplicateKeyError`` -> Conflict, connection
+failures -> Unavailable, rejected writes -> Invalid).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+from bson.codec_options import CodecOptions, DatetimeConversion
+from pymongo import ASCENDING, AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import (
+    AutoReconnect,
+    CollectionInvalid,
+    ConnectionFailure,
+    DocumentTooLarge,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    NetworkTimeout,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+    WriteError,
+)
+
+from app.acl import READERS
+from app.errors import APIError, Conflict, Internal, Invalid, ResumeExpired, Unavailable
+
+log = logging.getLogger(__name__)
+
+Document = dict[str, Any]
+
+USERS = "_users"
+SESSIONS = "_sessions"
+TOKENS = "_tokens"
+LOGIN_FAILURES = "_login_failures"
+
+# Entities are read with millisecond datetimes (BSON's own precision), rendered by app.jsonio.
+ENTITY_CODEC: CodecOptions[Document] = CodecOptions(
+    tz_aware=False, datetime_conversion=DatetimeConversion.DATETIME_MS
+)
+SYSTEM_CODEC: CodecOptions[Document] = CodecOptions(tz_aware=True)
+
+# Server error codes that mean "the change stream cannot resume from that point".
+_HISTORY_LOST = {136, 280, 286}
+# Codes for a write the data cannot take (a path through a string, a bad value, ...).
+_REJECTED_WRITE = {2, 9, 14, 28, 40, 52, 55, 56, 57, 66, 10334, 17419}
+
+
+def _raise_api_error(exc: PyMongoError) -> None:
+    if isinstance(exc, DuplicateKeyError):
+        raise Conflict("A record with that unique value already exists") from exc
+    if isinstance(exc, (ServerSelectionTimeoutError, ConnectionFailure, AutoReconnect)):
+        raise Unavailable() from exc
+    if isinstance(exc, (NetworkTimeout, ExecutionTimeout)):
+        raise Unavailable("The database did not answer in time") from exc
+    if isinstance(exc, DocumentTooLarge):
+        raise Invalid("body", "the document is larger than the database allows") from exc
+    if isinstance(exc, OperationFailure) and exc.code in _HISTORY_LOST:
+        raise ResumeExpired() from exc
+    if isinstance(exc, WriteError) or (
+        isinstance(exc, OperationFailure) and exc.code in _REJECTED_WRITE
+    ):
+        reason = (exc.details or {}).get("codeName") or exc.code
+        raise Invalid(
+            "body", f"the change cannot be applied to the stored entity ({reason})"
+        ) from exc
+    log.error("database error: %r", exc)
+    raise Internal() from exc
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Run driver calls, turning their exceptions into API errors."""
+    try:
+        yield
+    except APIError:
+        raise
+    except PyMongoError as exc:
+        _raise_api_error(exc)
+
+
+@asynccontextmanager
+async def translated_async() -> AsyncIterator[None]:
+    try:
+        yield
+    except APIError:
+        raise
+    except PyMongoError as exc:
+        _raise_api_error(exc)
+
+
+class Storage:
+    """The database handle every service is built on."""
+
+    def __init__(self, url: str, db_name: str, *, timeout_ms: int = 5000):
+        self.client: AsyncMongoClient[Document] = AsyncMongoClient(
+            url,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            tz_aware=True,
+            appname="entity-platform",
+        )
+        self.db: AsyncDatabase[Document] = self.client[db_name]
+        self._ready_stores: set[str] = set()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    def system(self, name: str) -> AsyncCollection[Document]:
+        return self.db.get_collection(name, codec_options=SYSTEM_CODEC)
+
+    def store(self, name: str) -> AsyncCollection[Document]:
+        return self.db.get_collection(name, codec_options=ENTITY_CODEC)
+
+    async def ping(self) -> None:
+        async with translated_async():
+            await self.db.command("ping")
+
+    async def prepare_system(self) -> None:
+        """Indexes of the system collections; safe to run on every start."""
+        async with translated_async():
+            await self.system(USERS).create_index("login", unique=True)
+            await self.system(SESSIONS).create_index("expiresAt", expireAfterSeconds=0)
+            await self.system(SESSIONS).create_index("user")
+            await self.system(TOKENS).create_index("expiresAt", expireAfterSeconds=0)
+            await self.system(TOKENS).create_index([("user", ASCENDING), ("kind", ASCENDING)])
+            failures = self.system(LOGIN_FAILURES)
+            await failures.create_index("at", expireAfterSeconds=300)
+            await failures.create_index([("key", ASCENDING), ("at", ASCENDING)])
+
+    async def prepare_store(self, name: str) -> None:
+        """Create a store's collection (with pre-images for the change feed) and its indexes,
+        once per process."""
+        if name in self._ready_stores:
+            return
+        async with translated_async():
+            try:
+                await self.db.create_collection(
+                    name, changeStreamPreAndPostImages={"enabled": True}
+                )
+            except CollectionInvalid:
+                pass
+            except OperationFailure as exc:
+                if exc.code != 48:  # NamespaceExists
+                    raise
+            collection = self.store(name)
+            for key in ("owner", "group", "access", "branch", "createdAt"):
+                await collection.create_index(key)
+            await collection.create_index([(READERS, ASCENDING), ("_id", ASCENDING)])
+        self._ready_stores.add(name)

@@ -1,0 +1,102 @@
+"""Checks on what clients send: store names, ids, and JSON documents bound for MongoDB.
+
+Documents may hold any JSON, except keys that MongoDB would read as operators or paths
+(``$``-prefixed, containing ``.`` or NUL, empty), integers outside 64 bits, and nesting
+deeper than MongoDB stores.
+"""
+
+from __future__ import annotations
+
+import re
+from itertools import pairwise
+from typing import Any
+
+from bson import ObjectId
+
+from app.errors import BadRequest, Invalid
+
+STORE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+RESERVED_STORES = frozenset({"auth"})
+OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
+MAX_DEPTH = 64
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def store_name(name: str) -> str:
+    if not STORE_NAME.fullmatch(name):
+        raise Invalid("store", f"{name!r} is not a valid store name")
+    if name in RESERVED_STORES:
+        raise Invalid("store", f"{name!r} is reserved")
+    return name
+
+
+def object_id(value: str, field: str = "id") -> ObjectId:
+    if not isinstance(value, str) or not OBJECT_ID.fullmatch(value):
+        raise Invalid(field, "must be 24 hexadecimal characters")
+    return ObjectId(value.lower())
+
+
+def json_object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadRequest("The body must be a JSON object")
+    return value
+
+
+def key(name: str, where: str) -> None:
+    """A key that MongoDB stores literally."""
+    if name == "":
+        raise Invalid(where or "body", "empty keys are not allowed")
+    if name.startswith("$"):
+        raise Invalid(_join(where, name), "keys must not start with '$'")
+    if "\x00" in name:
+        raise Invalid(_join(where, name.replace("\x00", "\\0")), "keys must not contain NUL")
+    if "." in name:
+        raise Invalid(_join(where, name), "keys must not contain '.'")
+
+
+def path(name: str) -> list[str]:
+    """A dotted field path (PATCH keys, ``only``); returns its segments."""
+    segments = name.split(".")
+    for segment in segments:
+        if segment == "":
+            raise Invalid(name or "field", "empty path segment")
+        if segment.startswith("$"):
+            raise Invalid(name, "path segments must not start with '$'")
+        if "\x00" in segment:
+            raise Invalid(name.replace("\x00", "\\0"), "paths must not contain NUL")
+    return segments
+
+
+def no_overlap(paths: list[str], what: str) -> None:
+    """Refuse two paths where one is a prefix of the other (``a`` and ``a.b``)."""
+    ordered = sorted(paths)
+    for first, second in pairwise(ordered):
+        if second == first or second.startswith(first + "."):
+            raise Invalid(what, f"{first!r} and {second!r} overlap")
+
+
+def value(item: Any, where: str, depth: int = 0) -> None:
+    """A JSON value bound for the database."""
+    if depth > MAX_DEPTH:
+        raise Invalid(where or "body", f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(item, dict):
+        for name, child in item.items():
+            key(name, where)
+            value(child, _join(where, name), depth + 1)
+    elif isinstance(item, list):
+        for child in item:
+            value(child, where, depth + 1)
+    elif isinstance(item, int) and not _INT64[0] <= item <= _INT64[1]:
+        raise Invalid(where or "body", "integers must fit in 64 bits")
+
+
+def string_list(item: Any, field: str) -> list[str]:
+    if not isinstance(item, list) or not all(isinstance(x, str) and x for x in item):
+        raise Invalid(field, "must be a list of non-empty strings")
+    if any(len(x) > 256 or "\x00" in x for x in item):
+        raise Invalid(field, "entries must be at most 256 characters, without NUL")
+    return list(dict.fromkeys(item))
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name

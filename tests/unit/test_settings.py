@@ -1,0 +1,89 @@
+"""Settings read from the environment: defaults, validation, and the generated signing secret."""
+
+from __future__ import annotations
+
+import dataclasses
+import stat
+from pathlib import Path
+
+import pytest
+
+from app.settings import Settings, SettingsError
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 8000
+    assert settings.data_dir == Path("data")
+    assert settings.mongodb_url == ""
+    assert settings.mongodb_db == "platform"
+    assert settings.app_secret == ""
+    assert settings.admin_login == "admin"
+    assert settings.session_ttl == 86400
+    assert settings.token_ttl == 86400
+    assert settings.max_body_bytes == 1024 * 1024
+    assert settings.cors_origins == ()
+    assert settings.log_level == "info"
+
+
+def test_values_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "HOST": "0.0.0.0",  # noqa: S104
+            "PORT": "9001",
+            "DATA_DIR": "/var/lib/platform",
+            "MONGODB_URL": "mongodb://db:27017",
+            "LOG_LEVEL": "DEBUG",
+            "CORS_ORIGINS": "https://a.example/, ,https://b.example",
+        }
+    )
+    assert settings.host == "0.0.0.0"  # noqa: S104
+    assert settings.port == 9001
+    assert settings.data_dir == Path("/var/lib/platform")
+    assert settings.mongodb_url == "mongodb://db:27017"
+    assert settings.log_level == "debug"
+    assert settings.cors_origins == ("https://a.example", "https://b.example")
+
+
+def test_empty_values_fall_back_to_defaults() -> None:
+    assert Settings.from_env({"PORT": "", "MONGODB_DB": ""}) == Settings.from_env({})
+
+
+@pytest.mark.parametrize("value", ["abc", "80.5", "0", "-1"])
+def test_bad_port_is_rejected(value: str) -> None:
+    with pytest.raises(SettingsError, match="PORT"):
+        Settings.from_env({"PORT": value})
+
+
+def test_bad_ttl_is_rejected() -> None:
+    with pytest.raises(SettingsError, match="SESSION_TTL"):
+        Settings.from_env({"SESSION_TTL": "soon"})
+
+
+def test_settings_are_frozen_but_replaceable() -> None:
+    settings = Settings.from_env({})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.port = 1  # type: ignore[misc]
+    assert dataclasses.replace(settings, mongodb_url="mongodb://x").mongodb_url == "mongodb://x"
+
+
+def test_signing_secret_is_generated_once_and_kept_private(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    secret = Settings.from_env({"DATA_DIR": str(data_dir)}).signing_secret()
+
+    assert len(secret) >= 32
+    path = data_dir / "app-secret"
+    assert path.read_text() == secret
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # A later process (new Settings) reads the same secret back.
+    assert Settings.from_env({"DATA_DIR": str(data_dir)}).signing_secret() == secret
+
+
+def test_app_secret_wins_over_the_generated_one(tmp_path: Path) -> None:
+    env = {"DATA_DIR": str(tmp_path), "APP_SECRET": "from-the-environment"}
+    assert Settings.from_env(env).signing_secret() == "from-the-environment"
+    assert not (tmp_path / "app-secret").exists()
+
+    Settings.from_env({"DATA_DIR": str(tmp_path)}).signing_secret()  # generates one
+    assert Settings.from_env(env).signing_secret() == "from-the-environment"
