@@ -3,9 +3,15 @@ keep cookie-authenticated requests from being forged by other sites."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
+from urllib.parse import urlsplit
+
 from starlette.requests import Request
 
 from app.acl import Principal
+from app.credentials import Credentials
 from app.errors import Forbidden, Unauthorized, UnsupportedMediaType
 from app.http import is_json, services
 
@@ -58,3 +64,38 @@ async def admin(request: Request) -> Principal:
     if not user.admin:
         raise Forbidden()
     return user
+
+
+async def socket_principal(
+    credentials: Credentials,
+    allowed_origins: tuple[str, ...],
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    payload: Any,
+) -> Principal:
+    """The user opening a websocket: a Socket.IO v4 ``auth: {token}``, ``Authorization:
+    Bearer``, ``?token=`` (v2 clients that cannot set headers), or the ``sid`` cookie (from a
+    page of our own origin or an allowed one)."""
+    token = payload.get("token") if isinstance(payload, dict) else None
+    if token is None:
+        token = bearer(headers.get("authorization"))
+    if token is None:
+        token = query.get("token")
+    if isinstance(token, str) and token:
+        return await credentials.from_token(token)
+    cookies = SimpleCookie()
+    try:
+        cookies.load(headers.get("cookie", ""))
+    except CookieError:
+        raise Unauthorized() from None
+    morsel = cookies.get(COOKIE)
+    if morsel is None or not morsel.value:
+        raise Unauthorized()
+    origin = headers.get("origin")
+    if (
+        origin
+        and urlsplit(origin).netloc != headers.get("host")
+        and (origin.rstrip("/") not in allowed_origins)
+    ):
+        raise Unauthorized("Unauthorized")
+    return await credentials.from_session(morsel.value)

@@ -25,7 +25,7 @@ from app.jsonio import ms
 from app.storage import SESSIONS, TOKENS, Document, Storage, translated_async
 from app.users import Users
 
-CACHE_SECONDS = 4.0
+CACHE_SECONDS = 3.5
 CACHE_MAX = 50_000
 PERSONAL_DEFAULT = 365 * 86400
 PERSONAL_MAX = 10 * 365 * 86400
@@ -200,8 +200,9 @@ class Credentials:
             credential, self.tokens, {"_id": token_id, "user": user_id}, touch=True
         )
 
-    async def still_valid(self, principal: Principal) -> bool:
-        """Whether the credential behind ``principal`` still holds (cached up to 4 s)."""
+    async def current(self, principal: Principal) -> Principal | None:
+        """The user behind ``principal``'s credential as they are now (groups may have
+        changed), or None once the credential has ended; cached up to 4 s."""
         kind, _, key = principal.credential.partition(":")
         collection = self.sessions if kind == "s" else self.tokens
         try:
@@ -209,8 +210,8 @@ class Credentials:
                 principal.credential, collection, {"_id": key}
             )
         except Unauthorized:
-            return False
-        return found.user_id == principal.user_id
+            return None
+        return found if found.user_id == principal.user_id else None
 
     def _cached(self, credential: str) -> Principal | None:
         entry = self._cache.get(credential)

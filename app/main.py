@@ -15,6 +15,8 @@ from starlette.middleware.cors import CORSMiddleware
 from app.api import routes
 from app.errors import APIError
 from app.middleware import RequestContext, api_error_handler, http_error_handler
+from app.realtime.hub import Hub
+from app.realtime.router import SocketRouter
 from app.services import Services
 from app.settings import Settings
 from app.storage import Storage
@@ -39,11 +41,19 @@ def create_app(settings: Settings) -> Starlette:
                     flush=True,
                 )
             app.state.services = services
-            yield
+            await hub.start(services)
+            try:
+                yield
+            finally:
+                await hub.stop()
         finally:
             await storage.close()
 
-    middleware = [Middleware(RequestContext)]
+    hub = Hub()
+    middleware = [
+        Middleware(SocketRouter, hub=hub, cors_origins=settings.cors_origins),
+        Middleware(RequestContext),
+    ]
     if settings.cors_origins:
         middleware.append(
             Middleware(
@@ -55,9 +65,11 @@ def create_app(settings: Settings) -> Starlette:
                 expose_headers=["Location", "Link", "X-Request-Id", "Retry-After"],
             )
         )
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=middleware,
         exception_handlers={APIError: api_error_handler, HTTPException: http_error_handler},
         lifespan=lifespan,
     )
+    app.state.hub = hub
+    return app

@@ -107,6 +107,10 @@ class Storage:
             appname="entity-platform",
         )
         self.db: AsyncDatabase[Document] = self.client[db_name]
+        # The same database, decoding dates as the entity collections do (for change streams).
+        self.entity_db: AsyncDatabase[Document] = self.client.get_database(
+            db_name, codec_options=ENTITY_CODEC
+        )
         self._ready_stores: set[str] = set()
 
     async def close(self) -> None:
@@ -154,3 +158,40 @@ class Storage:
                 await collection.create_index(key)
             await collection.create_index([(READERS, ASCENDING), ("_id", ASCENDING)])
         self._ready_stores.add(name)
+
+
+_BAD_TOKEN = {9, 14, 260, 50811}
+
+
+@asynccontextmanager
+async def change_stream(
+    storage: Storage,
+    pipeline: list[Document],
+    resume_after: Document | None = None,
+    max_await_ms: int | None = None,
+) -> AsyncIterator[Any]:
+    """A database-wide change stream with pre-images where the collection keeps them.
+
+    Raises Invalid for a malformed resume token, ResumeExpired when the database no longer
+    holds the history after it, and the usual translations otherwise."""
+    try:
+        stream = await storage.entity_db.watch(
+            pipeline,
+            resume_after=resume_after,
+            full_document="updateLookup",
+            full_document_before_change="whenAvailable",
+            max_await_time_ms=max_await_ms,
+        )
+    except OperationFailure as exc:
+        if exc.code in _BAD_TOKEN and resume_after is not None:
+            raise Invalid("resume", "not a valid resume token") from exc
+        _raise_api_error(exc)
+        raise  # pragma: no cover - _raise_api_error always raises
+    except PyMongoError as exc:
+        _raise_api_error(exc)
+        raise  # pragma: no cover
+    try:
+        async with translated_async():
+            yield stream
+    finally:
+        await stream.close()

@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 
 from app.main import create_app
 from app.settings import Settings
+from tests.e2e.live import LiveServer, live_server
 from tests.helpers import User, unique
 
 ADMIN_PASSWORD = "admin-password-1"
@@ -74,6 +75,28 @@ async def admin(app: Starlette) -> AsyncIterator[User]:
 MakeUser = Callable[..., Awaitable[User]]
 
 
+async def create_user(
+    app: Starlette,
+    admin: User,
+    groups: list[str] | None = None,
+    branches: list[str] | None = None,
+    **extra: Any,
+) -> User:
+    """A new user, made by the admin, with a bearer client the caller must close."""
+    login, password = unique("user"), "password-" + unique("p")
+    body = {
+        "login": login,
+        "password": password,
+        "groups": groups or [],
+        "branches": branches or [],
+        **extra,
+    }
+    response = await admin.post("/api/v1/_users", json=body)
+    assert response.status_code == 201, response.text
+    client = await bearer_client(app, login, password)
+    return User(response.json()["id"], login, password, client, groups or [], branches or [])
+
+
 @pytest.fixture
 async def make_user(app: Starlette, admin: User) -> AsyncIterator[MakeUser]:
     made: list[User] = []
@@ -81,18 +104,7 @@ async def make_user(app: Starlette, admin: User) -> AsyncIterator[MakeUser]:
     async def make(
         groups: list[str] | None = None, branches: list[str] | None = None, **extra: Any
     ) -> User:
-        login, password = unique("user"), "password-" + unique("p")
-        body = {
-            "login": login,
-            "password": password,
-            "groups": groups or [],
-            "branches": branches or [],
-            **extra,
-        }
-        response = await admin.post("/api/v1/_users", json=body)
-        assert response.status_code == 201, response.text
-        client = await bearer_client(app, login, password)
-        user = User(response.json()["id"], login, password, client, groups or [], branches or [])
+        user = await create_user(app, admin, groups, branches, **extra)
         made.append(user)
         return user
 
@@ -105,3 +117,11 @@ async def make_user(app: Starlette, admin: User) -> AsyncIterator[MakeUser]:
 def store() -> str:
     """A fresh store name per test."""
     return unique("store")
+
+
+@pytest.fixture(scope="session")
+async def live(settings: Settings) -> AsyncIterator[LiveServer]:
+    """The app served by a real uvicorn on 127.0.0.1 (a second instance on the same database
+    as ``app``), for websocket clients."""
+    async with live_server(settings) as server:
+        yield server

@@ -1,0 +1,198 @@
+"""The change source: one MongoDB change stream per server process for the whole database,
+turned into ``Change`` records and handed to a sink (the hub) in order.
+
+A write made through any server instance, or directly in the database, reaches every
+instance this way. If the stream fails (the database restarts, a network blip) it is
+reopened from the last resume token, so nothing is lost in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bson.timestamp import Timestamp
+
+from app.errors import Invalid, ResumeExpired
+from app.storage import Document, Storage, change_stream
+
+log = logging.getLogger(__name__)
+
+# Store collections only: system collections start with "_".
+STORE_EVENTS: list[Document] = [
+    {
+        "$match": {
+            "operationType": {"$in": ["insert", "update", "replace", "delete"]},
+            "ns.coll": {"$regex": "^[A-Za-z]"},
+        }
+    }
+]
+_TOKEN = re.compile(r"([0-9a-f]{1,8})\.([0-9a-f]{1,8})\.([0-9A-Fa-f]{2,4096})")
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a change sits in the database's history: its cluster time and stream token."""
+
+    time: Timestamp
+    data: str
+
+    def token(self) -> str:
+        """The opaque resume token handed to clients."""
+        return f"{self.time.time:x}.{self.time.inc:x}.{self.data}"
+
+    @classmethod
+    def parse(cls, token: Any) -> Position:
+        match = _TOKEN.fullmatch(token) if isinstance(token, str) else None
+        if not match:
+            raise Invalid("resume", "not a valid resume token")
+        return cls(Timestamp(int(match[1], 16), int(match[2], 16)), match[3])
+
+
+@dataclass(frozen=True)
+class Change:
+    op: str  # insert, update or delete
+    store: str
+    id: Any
+    before: Document | None
+    after: Document | None
+    ts: int
+    position: Position
+
+    @classmethod
+    def from_event(cls, event: Document) -> Change | None:
+        kind = event.get("operationType")
+        before = event.get("fullDocumentBeforeChange")
+        after: Document | None
+        if kind == "insert" or kind == "replace":
+            after = event.get("fullDocument")
+        elif kind == "update":
+            if before is not None:
+                after = apply_update(before, event.get("updateDescription") or {})
+            else:  # no pre-image kept: the current document is the best we have
+                after = event.get("fullDocument")
+        elif kind == "delete":
+            after = None
+        else:
+            return None
+        wall = event.get("wallTime")
+        cluster_time: Timestamp = event["clusterTime"]
+        ts = int(wall) if wall is not None else cluster_time.time * 1000
+        return cls(
+            op="insert" if kind == "insert" else "delete" if kind == "delete" else "update",
+            store=event["ns"]["coll"],
+            id=event["documentKey"]["_id"],
+            before=before,
+            after=after,
+            ts=ts,
+            position=Position(cluster_time, event["_id"]["_data"]),
+        )
+
+
+def apply_update(before: Document, description: Document) -> Document:
+    """The document after an update, from its pre-image and the event's update description
+    (exact, unlike a later lookup that may already show newer writes)."""
+    after: Document = _deep_copy(before)
+    for path, value in (description.get("updatedFields") or {}).items():
+        _set_path(after, path.split("."), value)
+    for path in description.get("removedFields") or []:
+        _remove_path(after, path.split("."))
+    for truncated in description.get("truncatedArrays") or []:
+        target = _get_path(after, truncated["field"].split("."))
+        if isinstance(target, list):
+            del target[truncated["newSize"] :]
+    return after
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def _step(container: Any, segment: str) -> Any:
+    if isinstance(container, dict):
+        return container.get(segment)
+    if isinstance(container, list) and segment.isdigit() and int(segment) < len(container):
+        return container[int(segment)]
+    return None
+
+
+def _get_path(document: Any, segments: list[str]) -> Any:
+    for segment in segments:
+        document = _step(document, segment)
+    return document
+
+
+def _set_path(document: Any, segments: list[str], value: Any) -> None:
+    for segment in segments[:-1]:
+        child = _step(document, segment)
+        if child is None and isinstance(document, dict):
+            child = document[segment] = {}
+        document = child
+    last = segments[-1]
+    if isinstance(document, dict):
+        document[last] = value
+    elif isinstance(document, list) and last.isdigit():
+        index = int(last)
+        document.extend([None] * (index + 1 - len(document)))
+        document[index] = value
+
+
+def _remove_path(document: Any, segments: list[str]) -> None:
+    parent = _get_path(document, segments[:-1])
+    if isinstance(parent, dict):
+        parent.pop(segments[-1], None)
+    elif isinstance(parent, list) and segments[-1].isdigit() and int(segments[-1]) < len(parent):
+        parent[int(segments[-1])] = None
+
+
+class ChangeSource:
+    """Follows the database's change stream and calls ``sink`` with each store change."""
+
+    def __init__(self, storage: Storage, sink: Callable[[Change], None]):
+        self.storage = storage
+        self.sink = sink
+        self.resume_after: Document | None = None
+        self.ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="change-source")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                async with change_stream(
+                    self.storage, STORE_EVENTS, self.resume_after, max_await_ms=500
+                ) as stream:
+                    self.ready.set()
+                    delay = 0.1
+                    while True:
+                        event = await stream.try_next()
+                        self.resume_after = stream.resume_token or self.resume_after
+                        if event is not None:
+                            change = Change.from_event(event)
+                            if change is not None:
+                                self.sink(change)
+            except asyncio.CancelledError:
+                raise
+            except ResumeExpired:
+                log.error("change history lost while the stream was down; following from now")
+                self.resume_after = None
+            except Exception as exc:  # keep following whatever happened
+                log.warning("change stream interrupted (%r); reopening in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

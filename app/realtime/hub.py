@@ -1,0 +1,350 @@
+"""Subscriptions: the one place that decides which change reaches which socket.
+
+Both protocol fronts hand their clients here (``Dispatcher``). Changes arrive from the
+process's single ``ChangeSource`` and are routed in memory by store and id. A subscriber gets
+an event only if they may read the entity after the change (create, update, enter) or could
+read it before (delete, leave); entities are projected by the subscription's ``only``.
+
+Resume: a ``subscribe`` carrying the ``resume`` token of the last event a client received
+first replays, from a stream of its own, every later change of that store; live changes that
+arrive meanwhile are held back and released after the replay without duplicates, so the
+client sees one ordered sequence with no gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from bson import ObjectId
+from bson.timestamp import Timestamp
+
+from app import jsonio, validation
+from app.acl import READERS, Principal
+from app.errors import APIError, BadRequest, Conflict, Internal, Invalid, NotFound
+from app.query import only_fields
+from app.realtime.changes import STORE_EVENTS, Change, ChangeSource, Position
+from app.realtime.peers import Peer
+from app.storage import change_stream
+
+if TYPE_CHECKING:
+    from app.services import Services
+
+log = logging.getLogger(__name__)
+
+MAX_SUBSCRIPTIONS = 100
+QUEUE_LIMIT = 10_000
+LIVENESS_SECONDS = 1.0
+_SUBSCRIBE_KEYS = frozenset({"store", "id", "only", "resume"})
+
+
+@dataclass(eq=False)
+class Subscription:
+    id: str
+    client: Client
+    store: str
+    entity_id: ObjectId | None
+    only: tuple[str, ...] | None
+    live: bool = True
+    held: list[Change] = field(default_factory=list)
+
+    def wants(self, change: Change) -> bool:
+        return self.entity_id is None or self.entity_id == change.id
+
+
+class Client:
+    """A connected peer: who they are, their subscriptions, and their outgoing queue (so a
+    slow socket never slows the change source)."""
+
+    def __init__(self, peer: Peer):
+        self.peer = peer
+        self.subscriptions: dict[str, Subscription] = {}
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.release = asyncio.Event()
+        self.release.set()
+        self.closing = False
+        self.set_principal(peer.principal)
+        self.sender = asyncio.create_task(self._send_loop(), name="socket-sender")
+
+    def set_principal(self, principal: Principal) -> None:
+        self.principal = principal
+        self.keys = frozenset(principal.reader_keys())
+
+    def may_read(self, document: dict[str, Any] | None) -> bool:
+        if document is None:
+            return False
+        return self.principal.admin or not self.keys.isdisjoint(document.get(READERS) or ())
+
+    def push(self, payload: dict[str, Any]) -> None:
+        if self.queue.qsize() >= QUEUE_LIMIT:
+            # Too far behind: drop the socket; the client resumes from its last token.
+            if not self.closing:
+                self.closing = True
+                asyncio.get_running_loop().create_task(self.peer.close())
+            return
+        self.queue.put_nowait(payload)
+
+    async def _send_loop(self) -> None:
+        while True:
+            payload = await self.queue.get()
+            await self.release.wait()
+            await self.peer.emit("change", payload)
+
+
+class _Rendered:
+    """One change rendered once to plain JSON values, shared by all its subscribers."""
+
+    def __init__(self, change: Change):
+        self.change = change
+        self._plain: dict[str, Any] | None = None
+
+    def entity(self, only: tuple[str, ...] | None) -> dict[str, Any]:
+        if self._plain is None:
+            after = {k: v for k, v in (self.change.after or {}).items() if k != READERS}
+            self._plain = orjson.loads(jsonio.dumps(after))
+        return project(self._plain, only) if only else self._plain
+
+
+def project(document: dict[str, Any], only: tuple[str, ...]) -> dict[str, Any]:
+    """``document`` with ``_id`` and the ``only`` paths, as a MongoDB projection would."""
+    shown: dict[str, Any] = {"_id": document.get("_id")}
+    for path in only:
+        _copy_path(document, shown, path.split("."))
+    return shown
+
+
+def _copy_path(source: Any, target: dict[str, Any], segments: list[str]) -> None:
+    head, rest = segments[0], segments[1:]
+    if not isinstance(source, dict) or head not in source:
+        return
+    value = source[head]
+    if not rest:
+        target[head] = value
+    elif isinstance(value, dict):
+        child = target.setdefault(head, {})
+        if isinstance(child, dict):
+            _copy_path(value, child, rest)
+    elif isinstance(value, list):
+        items: list[Any] = []
+        for item in value:
+            if isinstance(item, dict):
+                picked: dict[str, Any] = {}
+                _copy_path(item, picked, rest)
+                items.append(picked)
+        target[head] = items
+
+
+def event_for(client: Client, sub: Subscription, rendered: _Rendered) -> dict[str, Any] | None:
+    """The ``change`` payload ``client`` may see for this change, or None."""
+    change = rendered.change
+    could, can = client.may_read(change.before), client.may_read(change.after)
+    if change.op == "insert":
+        op = "create" if can else None
+    elif change.op == "delete":
+        op = "delete" if could else None
+    elif can:
+        op = "update" if could or change.before is None else "enter"
+    else:
+        op = "leave" if could else None
+    if op is None:
+        return None
+    payload: dict[str, Any] = {
+        "subscription": sub.id,
+        "op": op,
+        "store": change.store,
+        "id": str(change.id),
+        "ts": change.ts,
+        "resume": change.position.token(),
+    }
+    if op in ("create", "update", "enter"):
+        payload["entity"] = rendered.entity(sub.only)
+    return payload
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.services: Services | None = None
+        self.source: ChangeSource | None = None
+        self.clients: dict[int, Client] = {}
+        self.by_store: dict[str, set[Subscription]] = defaultdict(set)
+        self._liveness: asyncio.Task[None] | None = None
+
+    async def start(self, services: Services) -> None:
+        self.services = services
+        self.source = ChangeSource(services.storage, self.publish)
+        self.source.start()
+        self._liveness = asyncio.create_task(self._check_credentials(), name="socket-liveness")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.source.ready.wait(), 10)
+
+    async def stop(self) -> None:
+        if self._liveness is not None:
+            self._liveness.cancel()
+            await asyncio.gather(self._liveness, return_exceptions=True)
+        if self.source is not None:
+            await self.source.stop()
+        for client in list(self.clients.values()):
+            await client.peer.close()
+
+    # --- Dispatcher ------------------------------------------------------------------------
+
+    def attach(self, peer: Peer) -> None:
+        self.clients[id(peer)] = Client(peer)
+
+    async def detach(self, peer: Peer) -> None:
+        client = self.clients.pop(id(peer), None)
+        if client is None:
+            return
+        for sub in client.subscriptions.values():
+            self.by_store[sub.store].discard(sub)
+        client.sender.cancel()
+        await asyncio.gather(client.sender, return_exceptions=True)
+
+    async def handle(self, peer: Peer, event: str, data: Any) -> dict[str, Any]:
+        client = self.clients.get(id(peer))
+        try:
+            if client is None:
+                raise BadRequest("Not connected")
+            if event == "subscribe":
+                return await self._subscribe(client, data)
+            if event == "unsubscribe":
+                return self._unsubscribe(client, data)
+            raise NotFound(f"Unknown event {event!r}; use subscribe or unsubscribe")
+        except APIError as error:
+            return error.body()
+        except Exception:
+            log.exception("socket event %r failed", event)
+            return Internal().body()
+
+    # --- routing ---------------------------------------------------------------------------
+
+    def publish(self, change: Change) -> None:
+        """Route one change to every live subscription of its store (no awaiting here)."""
+        subscriptions = self.by_store.get(change.store)
+        if not subscriptions:
+            return
+        rendered = _Rendered(change)
+        for sub in subscriptions:
+            if not sub.wants(change):
+                continue
+            if not sub.live:
+                sub.held.append(change)
+                continue
+            payload = event_for(sub.client, sub, rendered)
+            if payload is not None:
+                sub.client.push(payload)
+
+    # --- events ----------------------------------------------------------------------------
+
+    async def _subscribe(self, client: Client, data: Any) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise BadRequest("subscribe takes an object: {store, id?, only?, resume?}")
+        for key in data:
+            if key not in _SUBSCRIBE_KEYS:
+                raise Invalid(key, "is not a subscribe option")
+        named = data.get("store")
+        store = validation.store_name(named if isinstance(named, str) else "")
+        entity_id = validation.object_id(data["id"]) if data.get("id") is not None else None
+        only = None
+        if data.get("only") is not None:
+            if not isinstance(data["only"], str):
+                raise Invalid("only", "expected a comma-separated list of field names")
+            only = tuple(only_fields(data["only"]))
+        resume = Position.parse(data["resume"]) if data.get("resume") is not None else None
+        if len(client.subscriptions) >= MAX_SUBSCRIPTIONS:
+            raise Conflict(f"A socket may hold at most {MAX_SUBSCRIPTIONS} subscriptions")
+        services = self._services()
+        if entity_id is not None and resume is None:
+            await services.entities.get(store, entity_id, client.principal)  # 404 if unreadable
+
+        sub = Subscription(secrets.token_hex(8), client, store, entity_id, only)
+        client.release.clear()  # nothing of this subscription goes out before its ack
+        try:
+            if resume is not None:
+                sub.live = False
+                self._add(sub)
+                try:
+                    await self._replay(sub, resume)
+                except BaseException:
+                    self._remove(sub)
+                    raise
+            else:
+                self._add(sub)
+        finally:
+            asyncio.get_running_loop().call_soon(client.release.set)
+        return {"success": True, "subscription": sub.id}
+
+    def _unsubscribe(self, client: Client, data: Any) -> dict[str, Any]:
+        wanted = data.get("subscription") if isinstance(data, dict) else None
+        sub = client.subscriptions.get(wanted) if isinstance(wanted, str) else None
+        if sub is None:
+            raise NotFound(f"No subscription {wanted!r} on this socket")
+        self._remove(sub)
+        return {"success": True}
+
+    async def _replay(self, sub: Subscription, resume: Position) -> None:
+        """Deliver what ``sub`` missed after ``resume``, then release what was held back."""
+        services = self._services()
+        last: Timestamp = resume.time
+        pipeline = [*STORE_EVENTS, {"$match": {"ns.coll": sub.store}}]
+        async with change_stream(
+            services.storage, pipeline, {"_data": resume.data}, max_await_ms=50
+        ) as stream:
+            while True:
+                event = await stream.try_next()
+                if event is None:
+                    break  # caught up with the database
+                change = Change.from_event(event)
+                if change is None:
+                    continue
+                last = max(last, change.position.time)
+                if sub.wants(change):
+                    payload = event_for(sub.client, sub, _Rendered(change))
+                    if payload is not None:
+                        sub.client.push(payload)
+        # Everything up to ``last`` came from the replay; what was held after it goes next.
+        for change in sub.held:
+            if change.position.time > last:
+                payload = event_for(sub.client, sub, _Rendered(change))
+                if payload is not None:
+                    sub.client.push(payload)
+        sub.held.clear()
+        sub.live = True
+
+    def _add(self, sub: Subscription) -> None:
+        sub.client.subscriptions[sub.id] = sub
+        self.by_store[sub.store].add(sub)
+
+    def _remove(self, sub: Subscription) -> None:
+        sub.client.subscriptions.pop(sub.id, None)
+        self.by_store[sub.store].discard(sub)
+        if not self.by_store[sub.store]:
+            del self.by_store[sub.store]
+
+    def _services(self) -> Services:
+        if self.services is None:
+            raise Internal("Realtime is not started")
+        return self.services
+
+    async def _check_credentials(self) -> None:
+        """Close sockets whose session or token has ended; follow users' group changes."""
+        while True:
+            await asyncio.sleep(LIVENESS_SECONDS)
+            credentials = self._services().credentials
+            for client in list(self.clients.values()):
+                try:
+                    current = await credentials.current(client.principal)
+                except APIError:
+                    continue  # database unreachable: keep the socket, check again later
+                if current is None:
+                    if not client.closing:
+                        client.closing = True
+                        await client.peer.close()
+                elif current != client.principal:
+                    client.set_principal(current)

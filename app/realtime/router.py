@@ -1,0 +1,41 @@
+"""Sends ``/socket.io/`` to the right front: ``EIO=3`` to our Engine.IO v3 layer, everything
+else to python-socketio; all other traffic goes on to the REST app."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+import socketio
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.realtime.eio3 import EIO3Front
+from app.realtime.hub import Hub
+from app.realtime.sio import build_server
+
+PATH = "/socket.io"
+
+
+class SocketRouter:
+    def __init__(self, app: ASGIApp, hub: Hub, cors_origins: tuple[str, ...] = ()):
+        self.app = app
+
+        async def authenticate(headers: Any, query: Any, auth: Any) -> Any:
+            from app.auth import socket_principal
+
+            services = hub._services()
+            return await socket_principal(services.credentials, cors_origins, headers, query, auth)
+
+        self.eio3 = EIO3Front(hub, authenticate)
+        self.sio = socketio.ASGIApp(
+            build_server(hub, authenticate, cors_origins), socketio_path="socket.io"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] in ("http", "websocket") and (path == PATH or path.startswith(PATH + "/")):
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            front = self.eio3 if query.get("EIO") == ["3"] else self.sio
+            await front(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

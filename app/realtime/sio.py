@@ -1,0 +1,97 @@
+"""The EIO=4 front: python-socketio serves Socket.IO v3/v4 clients and hands them to the hub."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+import socketio
+
+from app.acl import Principal
+from app.errors import APIError, Unauthorized
+from app.realtime.peers import Dispatcher, SocketAuthenticator
+
+log = logging.getLogger(__name__)
+
+PING_INTERVAL_S = 25
+PING_TIMEOUT_S = 60
+
+
+class _OrjsonModule:
+    """The ``json`` interface python-socketio expects, backed by orjson."""
+
+    @staticmethod
+    def dumps(value: Any, **_: Any) -> str:
+        return orjson.dumps(value).decode()
+
+    @staticmethod
+    def loads(text: str | bytes, **_: Any) -> Any:
+        return orjson.loads(text)
+
+
+class SioPeer:
+    def __init__(self, server: socketio.AsyncServer, sid: str, principal: Principal):
+        self.server = server
+        self.sid = sid
+        self.principal = principal
+
+    async def emit(self, event: str, data: dict[str, Any]) -> None:
+        try:
+            await self.server.emit(event, data, to=self.sid)
+        except Exception:  # the socket went away meanwhile
+            log.debug("emit to %s failed", self.sid, exc_info=True)
+
+    async def close(self) -> None:
+        await self.server.disconnect(self.sid)
+
+
+def _headers(environ: dict[str, Any]) -> dict[str, str]:
+    headers = {
+        key[5:].lower().replace("_", "-"): str(value)
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    }
+    if "CONTENT_TYPE" in environ:
+        headers["content-type"] = str(environ["CONTENT_TYPE"])
+    return headers
+
+
+def build_server(
+    dispatcher: Dispatcher, authenticate: SocketAuthenticator, cors_origins: tuple[str, ...]
+) -> socketio.AsyncServer:
+    server = socketio.AsyncServer(
+        async_mode="asgi",
+        json=_OrjsonModule,
+        ping_interval=PING_INTERVAL_S,
+        ping_timeout=PING_TIMEOUT_S,
+        cors_allowed_origins=list(cors_origins) or None,
+    )
+    peers: dict[str, SioPeer] = {}
+
+    @server.event
+    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        query = dict(parse_qsl(str(environ.get("QUERY_STRING", ""))))
+        try:
+            principal = await authenticate(_headers(environ), query, auth)
+        except APIError as error:
+            raise socketio.exceptions.ConnectionRefusedError(error.message, error.body()) from None
+        peer = SioPeer(server, sid, principal)
+        peers[sid] = peer
+        dispatcher.attach(peer)
+
+    @server.event
+    async def disconnect(sid: str, *_: Any) -> None:
+        peer = peers.pop(sid, None)
+        if peer is not None:
+            await dispatcher.detach(peer)
+
+    @server.on("*")
+    async def any_event(event: str, sid: str, data: Any = None, *_: Any) -> dict[str, Any]:
+        peer = peers.get(sid)
+        if peer is None:
+            return Unauthorized().body()
+        return await dispatcher.handle(peer, event, data)
+
+    return server

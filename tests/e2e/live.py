@@ -1,0 +1,93 @@
+"""A real uvicorn server for websocket tests: in this process (sharing the test's event loop)
+or as a separate ``python -m app`` process, always on a free 127.0.0.1 port."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from app.main import create_app
+from app.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class LiveServer:
+    def __init__(self, app: Any, port: int):
+        self.app = app
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+
+@asynccontextmanager
+async def live_server(settings: Settings):
+    """Serve a fresh app for ``settings`` with uvicorn inside the running event loop."""
+    app = create_app(settings)
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        lifespan="on",
+        log_level="warning",
+        ws="websockets-sansio",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if task.done():
+            task.result()
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        await asyncio.sleep(0.02)
+    try:
+        yield LiveServer(app, port)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+
+
+@asynccontextmanager
+async def server_process(env: dict[str, str], log_path: Path):
+    """``python -m app`` as its own OS process; stopped by its PID with SIGTERM."""
+    port = free_port()
+    full_env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(port)}
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(  # noqa: ASYNC220 - started once, waited on below
+            [sys.executable, "-m", "app"], env=full_env, stdout=log, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        async with httpx.AsyncClient() as client:
+            while True:
+                assert process.poll() is None, f"server exited; see {log_path}"
+                try:
+                    if (await client.get(f"{url}/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "server process did not start"
+                await asyncio.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
