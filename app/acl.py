@@ -72,10 +72,14 @@ def read_filter(user: Principal) -> dict[str, Any]:
 
 
 def write_filter(user: Principal) -> dict[str, Any]:
-    """The filter that selects what ``user`` may change or delete: owner or group member."""
+    """The filter that selects what ``user`` may change or delete: what they may read, and of
+    that, what they own or what belongs to one of their groups."""
     if user.admin:
         return {}
-    return {"$or": [{"owner": user.user_id}, {"group": {"$in": list(user.groups)}}]}
+    return {
+        **read_filter(user),
+        "$or": [{"owner": user.user_id}, {"group": {"$in": list(user.groups)}}],
+    }
 
 
 def access_filter(user: Principal) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -80,8 +81,10 @@ class EmbeddedDatabase:
         port: int | None = None,
         host: str = "127.0.0.1",
         log_path: Path | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.storage_path = Path(storage_path).resolve()
+        self.extra_args = tuple(extra_args)
         self.port = port
         self.host = host
         default_log = self.storage_path.parent / "secantusd.log"
@@ -127,6 +130,7 @@ class EmbeddedDatabase:
             "--port", str(self.port),
             "--storage-path", str(self.storage_path),
             "--sync-on-commit",
+            *self.extra_args,
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
             # The child holds its own copy of the log descriptor; nothing is piped to us.

@@ -197,8 +197,9 @@ class Entities:
                     raise Forbidden()
                 if wanted.get("owner", user.user_id) != user.user_id:
                     raise Forbidden("Only an admin can change the owner")
-                if wanted.get("group", current.get("group")) != current.get("group"):
-                    self._check_group(wanted["group"], user)
+                group = wanted.get("group", current.get("group"))
+                if group is not None and group != current.get("group"):
+                    self._check_group(group, user)
             merged = {name: current.get(name) for name in acl.ACCESS_FIELDS} | wanted
             readers = acl.readers_of(
                 merged["owner"], merged["group"], merged["access"] or [], merged["branch"] or []

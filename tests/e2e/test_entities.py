@@ -247,3 +247,26 @@ async def test_unauthenticated_entity_calls_are_401(client: httpx.AsyncClient, s
 async def test_user_fixture_is_real(make_user):
     user: User = await make_user()
     assert (await user.get("/api/v1/_me")).json()["login"] == user.login
+
+
+async def test_entities_without_readers_are_admin_only_even_for_their_owner(
+    app, admin, make_user, store
+):
+    """Written straight into MongoDB without ``_readers``: nobody but admins may read it, so
+    nobody else may change it either (404, never revealing it)."""
+    from bson import ObjectId
+
+    owner = await make_user(groups=["sales"])
+    storage = app.state.services.storage
+    await storage.prepare_store(store)
+    entity_id = ObjectId()
+    await storage.store(store).insert_one(
+        {"_id": entity_id, "owner": owner.id, "group": "sales", "access": [], "branch": []}
+    )
+    url = f"/api/v1/{store}/{entity_id}"
+    assert_api_error(await owner.get(url), 404, "NOT_FOUND")
+    assert_api_error(await owner.patch(url, json={"a": 1}), 404, "NOT_FOUND")
+    assert_api_error(await owner.put(f"{url}/access", json={"access": ["*"]}), 404, "NOT_FOUND")
+    assert_api_error(await owner.delete(url), 404, "NOT_FOUND")
+    assert (await admin.get(url)).status_code == 200
+    assert "a" not in (await admin.get(url)).json()

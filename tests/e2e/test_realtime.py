@@ -1,0 +1,270 @@
+"""Realtime with the real python-socketio client (EIO=4) against a live uvicorn server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+import socketio
+
+from tests.e2e.sockets import listening, token_of
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_token_subscriber_sees_create_update_delete(live, make_user, store):
+    user = await make_user(groups=["g"])
+    async with listening(live.url, auth={"token": token_of(user)}) as socket:
+        ack = await socket.subscribe(store=store)
+        assert ack["success"] is True and isinstance(ack["subscription"], str)
+        made = (await user.post(f"/api/v1/{store}", json={"a": 1})).json()
+        event = await socket.next()
+        assert event["op"] == "create" and event["subscription"] == ack["subscription"]
+        assert event["store"] == store and event["id"] == made["_id"]
+        assert event["entity"] == made
+        assert isinstance(event["ts"], int) and isinstance(event["resume"], str)
+
+        patched = (await user.patch(f"/api/v1/{store}/{made['_id']}", json={"a": 2})).json()
+        event = await socket.next()
+        assert event["op"] == "update" and event["entity"] == patched
+
+        await user.delete(f"/api/v1/{store}/{made['_id']}")
+        event = await socket.next()
+        assert event["op"] == "delete" and event["id"] == made["_id"]
+        assert "entity" not in event
+
+
+async def test_other_ways_to_authenticate(live, make_user, store):
+    user = await make_user()
+    token = token_of(user)
+    async with httpx.AsyncClient(base_url=live.url) as http:
+        login = {"login": user.login, "password": user.password}
+        cookie = (await http.post("/api/v1/auth", json=login)).cookies["sid"]
+    for connect in (
+        {"headers": {"Cookie": f"sid={cookie}"}},
+        {"headers": {"Authorization": f"Bearer {token}"}},
+        {"auth": None, "headers": {}, "namespaces": ["/"], "socketio_path": "socket.io"},
+    ):
+        url = live.url if "auth" not in connect else f"{live.url}?token={token}"
+        async with listening(url, **connect) as socket:
+            assert (await socket.subscribe(store=store))["success"] is True
+
+
+@pytest.mark.parametrize(
+    "connect",
+    [
+        {},
+        {"auth": {"token": "not-a-jwt"}},
+        {"headers": {"Cookie": "sid=unknown-session"}},
+        {"headers": {"Authorization": "Basic eDp5"}},
+    ],
+)
+async def test_unauthenticated_sockets_are_refused(live, connect):
+    client = socketio.AsyncClient(reconnection=False)
+    refused: asyncio.Future = asyncio.get_running_loop().create_future()
+    client.on("connect_error", lambda data: refused.done() or refused.set_result(data))
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await client.connect(live.url, transports=["websocket"], wait_timeout=5, **connect)
+    data = await asyncio.wait_for(refused, 5)
+    assert data["message"] == "Unauthorized"
+    assert data["data"]["code"] == "401" and data["data"]["error"] == "UNAUTHORIZED"
+    assert data["data"]["tags"] == ["error_unauthorized"]
+
+
+async def test_nothing_arrives_from_what_the_user_cannot_read(live, make_user, store):
+    owner, stranger = await make_user(groups=["team"]), await make_user(groups=["other"])
+    async with listening(live.url, auth={"token": token_of(stranger)}) as socket:
+        await socket.subscribe(store=store)
+        made = (await owner.post(f"/api/v1/{store}", json={"secret": 1})).json()
+        await owner.patch(f"/api/v1/{store}/{made['_id']}", json={"secret": 2})
+        await owner.delete(f"/api/v1/{store}/{made['_id']}")
+        await socket.nothing()
+        # ...while a readable entity in the same store does arrive.
+        shared = (await owner.post(f"/api/v1/{store}", json={"x": 1, "access": ["*"]})).json()
+        event = await socket.next()
+        assert event["id"] == shared["_id"] and event["op"] == "create"
+
+
+async def test_access_changes_send_enter_and_leave(live, make_user, store):
+    owner, watcher = await make_user(groups=["team"]), await make_user(groups=["viewers"])
+    made = (await owner.post(f"/api/v1/{store}", json={"v": 1})).json()
+    url = f"/api/v1/{store}/{made['_id']}"
+    async with listening(live.url, auth={"token": token_of(watcher)}) as socket:
+        await socket.subscribe(store=store)
+        granted = (await owner.put(f"{url}/access", json={"access": ["viewers"]})).json()
+        event = await socket.next()
+        assert event["op"] == "enter" and event["entity"] == granted
+
+        updated = (await owner.patch(url, json={"v": 2})).json()
+        event = await socket.next()
+        assert event["op"] == "update" and event["entity"] == updated
+
+        await owner.put(f"{url}/access", json={"access": []})
+        event = await socket.next()
+        assert event["op"] == "leave" and "entity" not in event
+        assert event["id"] == made["_id"]
+
+        await owner.patch(url, json={"v": 3})
+        await owner.delete(url)
+        await socket.nothing()
+
+
+async def test_only_projects_the_entity(live, make_user, store):
+    user = await make_user()
+    async with listening(live.url, auth={"token": token_of(user)}) as socket:
+        await socket.subscribe(store=store, only="name,address.city")
+        made = (
+            await user.post(
+                f"/api/v1/{store}",
+                json={"name": "N", "secret": 1, "address": {"city": "C", "zip": 9}},
+            )
+        ).json()
+        event = await socket.next()
+        assert event["entity"] == {"_id": made["_id"], "name": "N", "address": {"city": "C"}}
+
+
+async def test_entity_subscription_sees_only_that_entity(live, make_user, store):
+    user = await make_user()
+    one = (await user.post(f"/api/v1/{store}", json={"n": 1})).json()
+    two = (await user.post(f"/api/v1/{store}", json={"n": 2})).json()
+    async with listening(live.url, auth={"token": token_of(user)}) as socket:
+        await socket.subscribe(store=store, id=one["_id"])
+        await user.patch(f"/api/v1/{store}/{two['_id']}", json={"n": 20})
+        await user.patch(f"/api/v1/{store}/{one['_id']}", json={"n": 10})
+        event = await socket.next()
+        assert event["id"] == one["_id"] and event["entity"]["n"] == 10
+        await socket.nothing()
+
+
+async def test_subscribe_errors_come_back_in_the_ack(live, make_user, store):
+    owner, other = await make_user(groups=["a"]), await make_user(groups=["b"])
+    hidden = (await owner.post(f"/api/v1/{store}", json={"n": 1})).json()
+    async with listening(live.url, auth={"token": token_of(other)}) as socket:
+        cases = [
+            ({"store": "1bad"}, "400", "INVALID"),
+            ({"store": "auth"}, "400", "INVALID"),
+            ({}, "400", "INVALID"),
+            ({"store": store, "id": "nope"}, "400", "INVALID"),
+            ({"store": store, "only": "$where"}, "400", "INVALID"),
+            ({"store": store, "bogus": 1}, "400", "INVALID"),
+            ({"store": store, "resume": "garbage"}, "400", "INVALID"),
+            ({"store": store, "id": hidden["_id"]}, "404", "NOT_FOUND"),
+        ]
+        for options, code, error in cases:
+            ack = await socket.subscribe(**options)
+            assert ack["success"] is False, options
+            assert (ack["code"], ack["error"]) == (code, error), (options, ack)
+        ack = await socket.sio.call("subscribe", "not-an-object", timeout=5)
+        assert ack["error"] == "BAD_REQUEST"
+        ack = await socket.sio.call("frobnicate", {}, timeout=5)
+        assert ack["error"] == "NOT_FOUND"
+
+
+async def test_unsubscribe_stops_events(live, make_user, store):
+    user = await make_user()
+    async with listening(live.url, auth={"token": token_of(user)}) as socket:
+        ack = await socket.subscribe(store=store)
+        done = await socket.sio.call(
+            "unsubscribe", {"subscription": ack["subscription"]}, timeout=5
+        )
+        assert done == {"success": True}
+        await user.post(f"/api/v1/{store}", json={"n": 1})
+        await socket.nothing()
+        again = await socket.sio.call(
+            "unsubscribe", {"subscription": ack["subscription"]}, timeout=5
+        )
+        assert again["error"] == "NOT_FOUND"
+
+
+async def test_subscriptions_per_socket_are_capped(live, make_user, store):
+    user = await make_user()
+    async with listening(live.url, auth={"token": token_of(user)}) as socket:
+        for _ in range(100):
+            assert (await socket.subscribe(store=store))["success"] is True
+        ack = await socket.subscribe(store=store)
+        assert ack["success"] is False and ack["error"] == "CONFLICT"
+        assert "100" in ack["message"]
+
+
+async def test_resume_delivers_exactly_the_missed_events_in_order(live, make_user, store):
+    user = await make_user()
+    token = token_of(user)
+    async with listening(live.url, auth={"token": token}) as socket:
+        await socket.subscribe(store=store)
+        first = (await user.post(f"/api/v1/{store}", json={"n": 0})).json()
+        last_seen = (await socket.next())["resume"]
+    # Disconnected: these happen while nobody listens.
+    missed = [(await user.post(f"/api/v1/{store}", json={"n": n})).json() for n in (1, 2, 3)]
+    await user.patch(f"/api/v1/{store}/{first['_id']}", json={"n": 9})
+    await user.delete(f"/api/v1/{store}/{missed[0]['_id']}")
+    async with listening(live.url, auth={"token": token}) as socket:
+        ack = await socket.subscribe(store=store, resume=last_seen)
+        assert ack["success"] is True
+        got = [await socket.next() for _ in range(5)]
+        assert [(e["op"], e["id"]) for e in got] == [
+            ("create", missed[0]["_id"]),
+            ("create", missed[1]["_id"]),
+            ("create", missed[2]["_id"]),
+            ("update", first["_id"]),
+            ("delete", missed[0]["_id"]),
+        ]
+        assert all(e["subscription"] == ack["subscription"] for e in got)
+        assert got[3]["entity"]["n"] == 9
+        await socket.nothing()
+        live_one = (await user.post(f"/api/v1/{store}", json={"n": 4})).json()
+        event = await socket.next()
+        assert (event["op"], event["id"]) == ("create", live_one["_id"])
+        await socket.nothing()
+
+
+async def test_resume_while_writes_continue_has_no_gap_or_duplicate(live, make_user, store):
+    user = await make_user()
+    token = token_of(user)
+    async with listening(live.url, auth={"token": token}) as socket:
+        await socket.subscribe(store=store)
+        await user.post(f"/api/v1/{store}", json={"n": -1})
+        last_seen = (await socket.next())["resume"]
+    before = [(await user.post(f"/api/v1/{store}", json={"n": n})).json()["_id"] for n in range(5)]
+
+    async def keep_writing() -> list[str]:
+        ids = []
+        for n in range(5, 35):
+            ids.append((await user.post(f"/api/v1/{store}", json={"n": n})).json()["_id"])
+        return ids
+
+    async with listening(live.url, auth={"token": token}) as socket:
+        writer = asyncio.create_task(keep_writing())
+        await asyncio.sleep(0.05)
+        assert (await socket.subscribe(store=store, resume=last_seen))["success"] is True
+        during = await writer
+        expected = before + during
+        got = [(await socket.next())["id"] for _ in expected]
+        assert got == expected  # every write once, in order
+        await socket.nothing()
+
+
+async def test_resume_replays_nothing_from_other_stores(live, make_user, store):
+    user = await make_user()
+    async with listening(live.url, auth={"token": token_of(user)}) as socket:
+        first = await socket.subscribe(store=store)
+        await user.post(f"/api/v1/{store}", json={"n": 1})
+        token = (await socket.next())["resume"]
+        await socket.sio.call("unsubscribe", {"subscription": first["subscription"]}, timeout=5)
+        other = f"{store}x"
+        await user.post(f"/api/v1/{store}", json={"n": 2})  # not in `other`
+        ack = await socket.subscribe(store=other, resume=token)
+        assert ack["success"] is True
+        await socket.nothing()
+
+
+async def test_group_changes_reach_open_sockets(live, admin, make_user, store):
+    owner, watcher = await make_user(groups=["owners"]), await make_user(groups=["x"])
+    async with listening(live.url, auth={"token": token_of(watcher)}) as socket:
+        await socket.subscribe(store=store)
+        response = await admin.patch(f"/api/v1/_users/{watcher.id}", json={"groups": ["owners"]})
+        assert response.status_code == 200
+        await asyncio.sleep(4.6)  # credentials are re-read within 5 s
+        made = (await owner.post(f"/api/v1/{store}", json={"n": 1})).json()
+        event = await socket.next()
+        assert (event["op"], event["id"]) == ("create", made["_id"])
