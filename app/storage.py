@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
+from urllib.parse import parse_qsl
 
 from bson.codec_options import CodecOptions, DatetimeConversion
 from pymongo import ASCENDING, AsyncMongoClient
@@ -95,16 +96,28 @@ async def translated_async() -> AsyncIterator[None]:
         _raise_api_error(exc)
 
 
+def _url_options(url: str) -> set[str]:
+    """The option names (lower-cased) in a MongoDB URL's query string."""
+    return {name.lower() for name, _ in parse_qsl(url.partition("?")[2], keep_blank_values=True)}
+
+
+PRE_IMAGES = {"enabled": True}
+
+
 class Storage:
     """The database handle every service is built on."""
 
     def __init__(self, url: str, db_name: str, *, timeout_ms: int = 5000):
+        # Keyword options override the URL's in pymongo: pass the default timeouts only where
+        # the URL (MONGODB_URL, the operator's word) does not set them.
+        given = _url_options(url)
+        timeouts: dict[str, Any] = {
+            name: timeout_ms
+            for name in ("serverSelectionTimeoutMS", "connectTimeoutMS")
+            if name.lower() not in given
+        }
         self.client: AsyncMongoClient[Document] = AsyncMongoClient(
-            url,
-            serverSelectionTimeoutMS=timeout_ms,
-            connectTimeoutMS=timeout_ms,
-            tz_aware=True,
-            appname="entity-platform",
+            url, tz_aware=True, appname="entity-platform", **timeouts
         )
         self.db: AsyncDatabase[Document] = self.client[db_name]
         # The same database, decoding dates as the entity collections do (for change streams).
@@ -145,19 +158,24 @@ class Storage:
             return
         async with translated_async():
             try:
-                await self.db.create_collection(
-                    name, changeStreamPreAndPostImages={"enabled": True}
-                )
-            except CollectionInvalid:
-                pass
-            except OperationFailure as exc:
-                if exc.code != 48:  # NamespaceExists
+                await self.db.create_collection(name, changeStreamPreAndPostImages=PRE_IMAGES)
+            except (CollectionInvalid, OperationFailure) as exc:
+                if isinstance(exc, OperationFailure) and exc.code != 48:  # NamespaceExists
                     raise
+                await self._keep_pre_images(name)
             collection = self.store(name)
             for key in ("owner", "group", "access", "branch", "createdAt"):
                 await collection.create_index(key)
             await collection.create_index([(READERS, ASCENDING), ("_id", ASCENDING)])
         self._ready_stores.add(name)
+
+    async def _keep_pre_images(self, name: str) -> None:
+        """Turn on pre-images for a store collection made elsewhere (deletes in the change feed
+        need them); a server that cannot do so still serves REST."""
+        try:
+            await self.db.command("collMod", name, changeStreamPreAndPostImages=PRE_IMAGES)
+        except OperationFailure as exc:
+            log.warning("cannot keep pre-images for %s: %s", name, exc)
 
 
 _BAD_TOKEN = {9, 14, 260, 50811}

@@ -268,3 +268,17 @@ async def test_group_changes_reach_open_sockets(live, admin, make_user, store):
         made = (await owner.post(f"/api/v1/{store}", json={"n": 1})).json()
         event = await socket.next()
         assert (event["op"], event["id"]) == ("create", made["_id"])
+
+
+async def test_a_store_made_outside_the_api_still_reports_deletes(app, live, make_user, store):
+    """A collection created without pre-images gets them on first use, so its deletes (which
+    need the entity as it was to check access) still reach subscribers."""
+    await app.state.services.storage.db.create_collection(store)
+    user = await make_user()
+    async with listening(live.url, auth={"token": token_of(user)}) as socket:
+        await socket.subscribe(store=store)
+        made = (await user.post(f"/api/v1/{store}", json={"n": 1})).json()
+        assert (await socket.next())["op"] == "create"
+        await user.delete(f"/api/v1/{store}/{made['_id']}")
+        event = await socket.next()
+        assert (event["op"], event["id"]) == ("delete", made["_id"])
