@@ -66,8 +66,9 @@ class Client:
         self.peer = peer
         self.subscriptions: dict[str, Subscription] = {}
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.release = asyncio.Event()
+        self.release = asyncio.Event()  # cleared while a subscribe is waiting for its ack
         self.release.set()
+        self.holds = 0
         self.closing = False
         self.set_principal(peer.principal)
         self.sender = asyncio.create_task(self._send_loop(), name="socket-sender")
@@ -80,6 +81,15 @@ class Client:
         if document is None:
             return False
         return self.principal.admin or not self.keys.isdisjoint(document.get(READERS) or ())
+
+    def hold(self) -> None:
+        self.holds += 1
+        self.release.clear()
+
+    def unhold(self) -> None:
+        self.holds -= 1
+        if self.holds == 0:
+            self.release.set()
 
     def push(self, payload: dict[str, Any]) -> None:
         if self.queue.qsize() >= QUEUE_LIMIT:
@@ -264,7 +274,7 @@ class Hub:
             await services.entities.get(store, entity_id, client.principal)  # 404 if unreadable
 
         sub = Subscription(secrets.token_hex(8), client, store, entity_id, only)
-        client.release.clear()  # nothing of this subscription goes out before its ack
+        client.hold()  # nothing of this subscription goes out before its ack
         try:
             if resume is not None:
                 sub.live = False
@@ -277,7 +287,8 @@ class Hub:
             else:
                 self._add(sub)
         finally:
-            asyncio.get_running_loop().call_soon(client.release.set)
+            # Released on the next loop turn, after the front has queued the ack.
+            asyncio.get_running_loop().call_soon(client.unhold)
         return {"success": True, "subscription": sub.id}
 
     def _unsubscribe(self, client: Client, data: Any) -> dict[str, Any]:
@@ -337,11 +348,15 @@ class Hub:
         while True:
             await asyncio.sleep(LIVENESS_SECONDS)
             credentials = self._services().credentials
+            seen: dict[str, Principal | None] = {}
             for client in list(self.clients.values()):
+                credential = client.principal.credential
                 try:
-                    current = await credentials.current(client.principal)
+                    if credential not in seen:
+                        seen[credential] = await credentials.current(client.principal)
                 except APIError:
                     continue  # database unreachable: keep the socket, check again later
+                current = seen[credential]
                 if current is None:
                     if not client.closing:
                         client.closing = True
