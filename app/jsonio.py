@@ -35,7 +35,8 @@ def ms(value: datetime) -> int:
     """Milliseconds since the epoch."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return int(value.timestamp() * 1000)
+    # Integer arithmetic: ``timestamp() * 1000`` in floats is a millisecond off for some times.
+    return (value - _EPOCH) // timedelta(milliseconds=1)
 
 
 def _default(value: Any) -> Any:

@@ -16,6 +16,7 @@ from bson import ObjectId
 from app import validation
 from app.acl import READERS
 from app.errors import BadRequest, Invalid
+from app.jsonio import ms
 
 MAX_LIMIT = 10000
 _KNOWN = ("limit", "offset", "only", "meta", "from", "to", "begin", "end", "after")
@@ -25,6 +26,7 @@ _ISO = re.compile(
     r"(Z|[+\- ]\d{2}:?\d{2})?"
 )
 _MILLIS = re.compile(r"-?\d{1,15}")
+_BIG = 10**15
 
 
 def parse_time(raw: str, name: str) -> datetime:
@@ -58,15 +60,19 @@ def parse_time(raw: str, name: str) -> datetime:
             int((fraction or "0").ljust(6, "0")[:6]),
             tzinfo=tz,
         )
+        return moment.astimezone(UTC)
     except ValueError as exc:
         raise Invalid(name, f"not a valid time ({exc})") from None
-    return moment.astimezone(UTC)
+    except OverflowError:  # valid fields whose UTC instant is before year 1 or after 9999
+        raise Invalid(name, "time is out of range") from None
 
 
 def _int(raw: str, name: str) -> int:
-    if not re.fullmatch(r"\d{1,12}", raw):
+    """A non-negative whole number; any beyond ``_BIG`` reads as ``_BIG`` (past every page)."""
+    if not re.fullmatch(r"[0-9]+", raw):
         raise BadRequest(f"{name} must be a non-negative whole number")
-    return int(raw)
+    digits = raw.lstrip("0")
+    return _BIG if len(digits) > len(str(_BIG)) else min(int(digits or "0"), _BIG)
 
 
 def only_fields(raw: str, name: str = "only") -> list[str]:
@@ -121,9 +127,9 @@ class ListQuery:
         if self.only:
             params["only"] = ",".join(self.only)
         if self.created_from is not None:
-            params["from"] = str(int(self.created_from.timestamp() * 1000))
+            params["from"] = str(ms(self.created_from))
         if self.created_to is not None:
-            params["to"] = str(int(self.created_to.timestamp() * 1000))
+            params["to"] = str(ms(self.created_to))
         return params
 
 

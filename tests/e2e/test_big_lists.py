@@ -1,0 +1,116 @@
+"""Lists of more than one full page (10,000 entities): the cap, offsets past it, the Link to
+the rest, and a full page streamed without the server holding it whole.
+
+The entities are written straight into their own database before an app starts on it, so no
+change stream (this app's or the session app's) sees ten thousand inserts.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from bson import ObjectId
+
+from app.http import json_array_response
+from app.main import create_app
+from app.query import MAX_LIMIT, parse_list_query
+from app.storage import Storage
+from app.users import principal_of
+from tests.e2e.conftest import ADMIN_PASSWORD, bearer_client, create_user, make_settings
+from tests.helpers import User, next_link, seed_entities, unique
+
+pytestmark = pytest.mark.asyncio
+
+TOTAL = MAX_LIMIT + 5
+STORE = "things"
+START = datetime(2021, 3, 1, tzinfo=UTC)
+
+
+class Big:
+    def __init__(self, app, ids: list[ObjectId], reader):
+        self.app = app
+        self.ids = [str(i) for i in ids]
+        self.reader = reader
+
+
+@pytest.fixture(scope="module")
+async def big(mongodb_url, tmp_path_factory):
+    db_name = unique("bigdb")
+    group = unique("readers")
+    storage = Storage(mongodb_url, db_name)
+    try:
+        times = [START + timedelta(milliseconds=n) for n in range(TOTAL)]
+        ids = await seed_entities(
+            storage, STORE, "someone-else", times, group=group, access=["x" * 40]
+        )
+    finally:
+        await storage.close()
+    settings = make_settings(mongodb_url, tmp_path_factory.mktemp("big"), MONGODB_DB=db_name)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        client = await bearer_client(app, "admin", ADMIN_PASSWORD)
+        admin = User((await client.get("/api/v1/_me")).json()["id"], "admin", "", client)
+        # A plain user reading by group, so every query goes through the read filter.
+        reader = await create_user(app, admin, groups=[group])
+        yield Big(app, ids, reader)
+        await reader.client.aclose()
+        await client.aclose()
+
+
+async def test_a_list_stops_at_10000_and_links_to_the_rest(big: Big):
+    response = await big.reader.get(f"/api/v1/{STORE}")
+    assert response.status_code == 200
+    listed = response.json()
+    assert len(listed) == MAX_LIMIT
+    assert [e["_id"] for e in listed] == big.ids[:MAX_LIMIT]
+    assert listed[0]["createdAt"] == "2021-03-01T00:00:00.000Z"
+    assert listed[0]["n"] == 0 and listed[-1]["n"] == MAX_LIMIT - 1
+    assert "_readers" not in response.text
+    link = next_link(response)
+    assert link is not None and f"after={big.ids[MAX_LIMIT - 1]}" in link
+    rest = await big.reader.get(link)
+    assert [e["_id"] for e in rest.json()] == big.ids[MAX_LIMIT:]
+    assert next_link(rest) is None
+
+
+async def test_larger_limits_are_capped(big: Big):
+    response = await big.reader.get(f"/api/v1/{STORE}", params={"limit": "50000", "only": "_id"})
+    assert response.json() == [{"_id": i} for i in big.ids[:MAX_LIMIT]]
+    assert next_link(response) is not None
+
+
+async def test_offset_10000_starts_at_the_10001st(big: Big):
+    response = await big.reader.get(f"/api/v1/{STORE}", params={"offset": "10000"})
+    assert [e["_id"] for e in response.json()] == big.ids[MAX_LIMIT:]
+    assert response.json()[0]["n"] == 10000
+    assert next_link(response) is None
+
+
+async def test_a_full_page_is_streamed_not_held(big: Big):
+    services = big.app.state.services
+    principal = principal_of(await services.users.find(big.reader.id))
+    query = parse_list_query({})
+
+    tracemalloc.start()
+    try:
+        page = await services.entities.list(STORE, query, principal)
+        size = chunks = 0
+        async for chunk in json_array_response(page.documents).body_iterator:
+            size += len(chunk)
+            chunks += 1
+        _, streamed_peak = tracemalloc.get_traced_memory()
+
+        # The control: the same page held whole, as a to_list() would, must not fit the
+        # bound, or the bound would prove nothing.
+        tracemalloc.reset_peak()
+        held = await services.storage.store(STORE).find({}, {"_readers": 0}).limit(10000).to_list()
+        _, held_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert len(held) == MAX_LIMIT and page.next_after == ObjectId(big.ids[MAX_LIMIT - 1])
+    assert chunks > 10  # sent as it was read, not in one piece
+    assert held_peak > size, "the control no longer exceeds the JSON size"
+    assert streamed_peak < size, f"peak {streamed_peak} bytes for {size} bytes of JSON"
