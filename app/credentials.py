@@ -9,6 +9,7 @@ within 5 seconds.
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from app.jsonio import ms
 from app.storage import SESSIONS, TOKENS, Document, Storage, translated_async
 from app.users import Users
 
-CACHE_SECONDS = 3.5
+CACHE_SECONDS = 3.0
 CACHE_MAX = 50_000
 PERSONAL_DEFAULT = 365 * 86400
 PERSONAL_MAX = 10 * 365 * 86400
@@ -82,7 +83,9 @@ class Credentials:
         claims = {
             "sub": user_id,
             "iat": int(issued.timestamp()),
-            "exp": int(expires.timestamp()),
+            # Rounded up: the JWT must not lapse before the expiresAt announced for it (the
+            # record's expiresAt, to the millisecond, is what ends it).
+            "exp": math.ceil(expires.timestamp()),
             "jti": token_id,
             "typ": kind,
         }
@@ -236,7 +239,9 @@ class Credentials:
             raise Unauthorized()
         if len(self._cache) >= CACHE_MAX:
             self._cache.clear()
-        self._cache[credential] = (time.monotonic() + CACHE_SECONDS, principal)
+        # Never cached past the credential's own expiry.
+        lifetime = min(CACHE_SECONDS, (record["expiresAt"] - moment).total_seconds())
+        self._cache[credential] = (time.monotonic() + lifetime, principal)
         return principal
 
 

@@ -151,6 +151,9 @@ class Storage:
             await failures.create_index("at", expireAfterSeconds=300)
             await failures.create_index([("key", ASCENDING), ("at", ASCENDING)])
 
+    def is_prepared(self, name: str) -> bool:
+        return name in self._ready_stores
+
     async def prepare_store(self, name: str) -> None:
         """Create a store's collection (with pre-images for the change feed) and its indexes,
         once per process."""

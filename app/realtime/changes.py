@@ -162,14 +162,31 @@ class ChangeSource:
         self.resume_after: Document | None = None
         self.ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._preparing: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="change-source")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [*self._preparing, *([self._task] if self._task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _prepare(self, store: str) -> None:
+        """A store written outside the API gets its indexes and pre-images as soon as a change
+        in it is seen, so its later deletes can be checked against the entity as it was."""
+        if self.storage.is_prepared(store) or any(t.get_name() == store for t in self._preparing):
+            return
+        task = asyncio.create_task(self._prepare_quietly(store), name=store)
+        self._preparing.add(task)
+        task.add_done_callback(self._preparing.discard)
+
+    async def _prepare_quietly(self, store: str) -> None:
+        try:
+            await self.storage.prepare_store(store)
+        except Exception as exc:
+            log.warning("could not prepare store %s: %r", store, exc)
 
     async def _run(self) -> None:
         delay = 0.1
@@ -186,6 +203,7 @@ class ChangeSource:
                         if event is not None:
                             change = Change.from_event(event)
                             if change is not None:
+                                self._prepare(change.store)
                                 self.sink(change)
             except asyncio.CancelledError:
                 raise

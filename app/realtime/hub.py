@@ -154,6 +154,9 @@ def event_for(client: Client, sub: Subscription, rendered: _Rendered) -> dict[st
     """The ``change`` payload ``client`` may see for this change, or None."""
     change = rendered.change
     could, can = client.may_read(change.before), client.may_read(change.after)
+    if change.op == "delete" and change.before is None:
+        # No pre-image (a collection made outside the API): only admins may be told.
+        could = client.principal.admin
     if change.op == "insert":
         op = "create" if can else None
     elif change.op == "delete":

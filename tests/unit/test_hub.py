@@ -1,0 +1,127 @@
+"""The hub's routing decisions and the change source's post-image, without a database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from bson import ObjectId
+from bson.timestamp import Timestamp
+
+from app.acl import Principal, readers_of
+from app.errors import Invalid
+from app.realtime.changes import Change, Position, apply_update
+from app.realtime.hub import Client, Subscription, _Rendered, event_for, project
+
+OWNER = Principal("owner1", "owner", groups=("team",))
+STRANGER = Principal("stranger1", "stranger", groups=("elsewhere",))
+ADMIN = Principal("admin1", "admin", admin=True)
+
+
+class _Peer:
+    def __init__(self, principal: Principal):
+        self.principal = principal
+
+    async def emit(self, event: str, data: dict[str, Any]) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def _doc(access: list[str] | None = None, **fields: Any) -> dict[str, Any]:
+    doc = {"_id": ObjectId("65f0aaaaaaaaaaaaaaaaaaaa"), "owner": "owner1", "group": "team"}
+    doc.update(access=access or [], branch=[], **fields)
+    doc["_readers"] = readers_of("owner1", "team", access or [], [])
+    return doc
+
+
+def _change(op: str, before: Any, after: Any) -> Change:
+    position = Position(Timestamp(1700000000, 1), "00ff")
+    return Change(op, "orders", ObjectId("65f0aaaaaaaaaaaaaaaaaaaa"), before, after, 1, position)
+
+
+async def _event(principal: Principal, change: Change, only=None) -> dict[str, Any] | None:
+    client = Client(_Peer(principal))
+    try:
+        sub = Subscription("s1", client, "orders", None, only)
+        return event_for(client, sub, _Rendered(change))
+    finally:
+        client.sender.cancel()
+
+
+@pytest.mark.parametrize(
+    ("principal", "change", "op"),
+    [
+        (OWNER, _change("insert", None, _doc()), "create"),
+        (STRANGER, _change("insert", None, _doc()), None),
+        (ADMIN, _change("insert", None, _doc()), "create"),
+        (OWNER, _change("update", _doc(), _doc(n=2)), "update"),
+        (STRANGER, _change("update", _doc(), _doc(n=2)), None),
+        (STRANGER, _change("update", _doc(), _doc(["*"])), "enter"),
+        (STRANGER, _change("update", _doc(["*"]), _doc()), "leave"),
+        (STRANGER, _change("update", _doc(["*"]), _doc(["*"], n=1)), "update"),
+        (OWNER, _change("delete", _doc(), None), "delete"),
+        (STRANGER, _change("delete", _doc(), None), None),
+        (STRANGER, _change("delete", _doc(["*"]), None), "delete"),
+        # No pre-image: nobody's access can be checked, so only admins hear of it.
+        (OWNER, _change("delete", None, None), None),
+        (ADMIN, _change("delete", None, None), "delete"),
+        # An update whose post-image is unknown tells nobody anything.
+        (ADMIN, _change("update", None, None), None),
+    ],
+)
+async def test_event_for_each_op_and_principal(principal, change, op):
+    event = await _event(principal, change)
+    if op is None:
+        assert event is None
+        return
+    assert event is not None and event["op"] == op
+    if op in ("create", "update", "enter"):
+        assert "_readers" not in event["entity"]
+        assert event["entity"]["_id"] == "65f0aaaaaaaaaaaaaaaaaaaa"
+    else:
+        assert "entity" not in event
+
+
+async def test_only_projects_nested_fields_and_lists():
+    change = _change("insert", None, _doc(a={"b": 1, "c": 2}, items=[{"x": 1, "y": 2}, 3], z=0))
+    event = await _event(OWNER, change, only=("a.b", "items.x", "missing"))
+    assert event is not None
+    assert event["entity"] == {
+        "_id": "65f0aaaaaaaaaaaaaaaaaaaa",
+        "a": {"b": 1},
+        "items": [{"x": 1}],
+    }
+
+
+def test_project_keeps_id_only_when_nothing_matches():
+    assert project({"_id": "x", "a": 1}, ("b",)) == {"_id": "x"}
+
+
+def test_apply_update_sets_removes_and_truncates():
+    before = {"_id": 1, "a": {"b": 1}, "list": [1, 2, 3, 4], "gone": True, "arr": [{"k": 1}]}
+    after = apply_update(
+        before,
+        {
+            "updatedFields": {"a.c": 2, "new": {"x": 1}, "arr.0.k": 5, "list.1": 20},
+            "removedFields": ["gone"],
+            "truncatedArrays": [{"field": "list", "newSize": 2}],
+        },
+    )
+    assert after == {
+        "_id": 1,
+        "a": {"b": 1, "c": 2},
+        "list": [1, 20],
+        "arr": [{"k": 5}],
+        "new": {"x": 1},
+    }
+    assert before["list"] == [1, 2, 3, 4] and before["gone"] is True  # untouched
+
+
+def test_resume_tokens_round_trip_and_refuse_garbage():
+    position = Position(Timestamp(1795629786, 19), "42000000abcdef")
+    assert Position.parse(position.token()) == position
+    for bad in ("", "garbage", "1.2", "x.y.00", 12, None, "1.2.zz"):
+        with pytest.raises(Invalid):
+            Position.parse(bad)
