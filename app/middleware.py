@@ -59,8 +59,11 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, HTTPException):  # pragma: no cover - registered for it only
         raise exc
     kind = _BY_STATUS.get(exc.status_code, BadRequest if exc.status_code < 500 else Internal)
+    headers = dict(exc.headers or {})
+    if "Allow" in headers:  # Starlette lists a route's methods in set order; make it stable
+        headers["Allow"] = ", ".join(sorted(m.strip() for m in headers["Allow"].split(",")))
     error = kind.__new__(kind)
-    APIError.__init__(error, None, headers=dict(exc.headers or {}))
+    APIError.__init__(error, None, headers=headers)
     return render(error, request_id(request))
 
 

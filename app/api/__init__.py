@@ -22,6 +22,11 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 def resource(path: str, route_class: type[Route] = Route, **handlers: Handler) -> Route:
+    if "GET" in handlers:
+        # Starlette allows HEAD wherever GET is allowed; answer it as GET (the server drops
+        # the body) rather than fail looking for a HEAD handler.
+        handlers.setdefault("HEAD", handlers["GET"])
+
     async def dispatch(request: Request) -> Response:
         return await handlers[request.method](request)
 
