@@ -188,6 +188,9 @@ class EIO3Peer:
     async def emit(self, event: str, data: dict[str, Any]) -> None:
         await self.socket.send_text("42" + _json([event, data]))
 
+    async def emit_encoded(self, event: str, data: str) -> None:
+        await self.socket.send_text(f"42[{_json(event)},{data}]")
+
     async def close(self) -> None:
         await self.socket.close(1000, "", farewell="41")
 

@@ -65,7 +65,7 @@ class Client:
     def __init__(self, peer: Peer):
         self.peer = peer
         self.subscriptions: dict[str, Subscription] = {}
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.release = asyncio.Event()  # cleared while a subscribe is waiting for its ack
         self.release.set()
         self.holds = 0
@@ -91,7 +91,7 @@ class Client:
         if self.holds == 0:
             self.release.set()
 
-    def push(self, payload: dict[str, Any]) -> None:
+    def push(self, payload: str) -> None:
         if self.queue.qsize() >= QUEUE_LIMIT:
             # Too far behind: drop the socket; the client resumes from its last token.
             if not self.closing:
@@ -104,21 +104,37 @@ class Client:
         while True:
             payload = await self.queue.get()
             await self.release.wait()
-            await self.peer.emit("change", payload)
+            await self.peer.emit_encoded("change", payload)
 
 
 class _Rendered:
-    """One change rendered once to plain JSON values, shared by all its subscribers."""
+    """One change encoded once and shared by all its subscribers: the JSON of the fields every
+    event carries, and of the entity per ``only``."""
 
     def __init__(self, change: Change):
         self.change = change
+        self.common = (
+            f'"store":{_text(change.store)},"id":{_text(str(change.id))},'
+            f'"ts":{int(change.ts)},"resume":{_text(change.position.token())}'
+        )
         self._plain: dict[str, Any] | None = None
+        self._encoded: dict[tuple[str, ...] | None, str] = {}
 
     def entity(self, only: tuple[str, ...] | None) -> dict[str, Any]:
         if self._plain is None:
             after = {k: v for k, v in (self.change.after or {}).items() if k != READERS}
             self._plain = orjson.loads(jsonio.dumps(after))
         return project(self._plain, only) if only else self._plain
+
+    def entity_json(self, only: tuple[str, ...] | None) -> str:
+        encoded = self._encoded.get(only)
+        if encoded is None:
+            encoded = self._encoded[only] = _text(self.entity(only))
+        return encoded
+
+
+def _text(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def project(document: dict[str, Any], only: tuple[str, ...]) -> dict[str, Any]:
@@ -150,9 +166,8 @@ def _copy_path(source: Any, target: dict[str, Any], segments: list[str]) -> None
         target[head] = items
 
 
-def event_for(client: Client, sub: Subscription, rendered: _Rendered) -> dict[str, Any] | None:
-    """The ``change`` payload ``client`` may see for this change, or None."""
-    change = rendered.change
+def _operation(client: Client, change: Change) -> str | None:
+    """What ``client`` is told of ``change``: the event's ``op``, or None for nothing."""
     could, can = client.may_read(change.before), client.may_read(change.after)
     if change.op == "delete" and change.before is None:
         # No pre-image (a collection made outside the API): only admins may be told.
@@ -165,19 +180,27 @@ def event_for(client: Client, sub: Subscription, rendered: _Rendered) -> dict[st
         op = "update" if could or change.before is None else "enter"
     else:
         op = "leave" if could else None
+    return op
+
+
+def encoded_event(client: Client, sub: Subscription, rendered: _Rendered) -> str | None:
+    """The ``change`` payload, as JSON text, that ``client`` may see for this change, or None.
+
+    ``{"subscription", "op", "store", "id", "ts", "resume", "entity"?}``; the entity (projected
+    by ``only``) only for create, update and enter."""
+    op = _operation(client, rendered.change)
     if op is None:
         return None
-    payload: dict[str, Any] = {
-        "subscription": sub.id,
-        "op": op,
-        "store": change.store,
-        "id": str(change.id),
-        "ts": change.ts,
-        "resume": change.position.token(),
-    }
+    head = f'{{"subscription":"{sub.id}","op":"{op}",{rendered.common}'
     if op in ("create", "update", "enter"):
-        payload["entity"] = rendered.entity(sub.only)
-    return payload
+        return f'{head},"entity":{rendered.entity_json(sub.only)}}}'
+    return head + "}"
+
+
+def event_for(client: Client, sub: Subscription, rendered: _Rendered) -> dict[str, Any] | None:
+    """The payload of ``encoded_event`` as a dict (for tests and tools)."""
+    encoded = encoded_event(client, sub, rendered)
+    return None if encoded is None else dict(orjson.loads(encoded))
 
 
 class Hub:
@@ -249,7 +272,7 @@ class Hub:
             if not sub.live:
                 sub.held.append(change)
                 continue
-            payload = event_for(sub.client, sub, rendered)
+            payload = encoded_event(sub.client, sub, rendered)
             if payload is not None:
                 sub.client.push(payload)
 
@@ -319,13 +342,13 @@ class Hub:
                     continue
                 last = max(last, change.position.time)
                 if sub.wants(change):
-                    payload = event_for(sub.client, sub, _Rendered(change))
+                    payload = encoded_event(sub.client, sub, _Rendered(change))
                     if payload is not None:
                         sub.client.push(payload)
         # Everything up to ``last`` came from the replay; what was held after it goes next.
         for change in sub.held:
             if change.position.time > last:
-                payload = event_for(sub.client, sub, _Rendered(change))
+                payload = encoded_event(sub.client, sub, _Rendered(change))
                 if payload is not None:
                     sub.client.push(payload)
         sub.held.clear()

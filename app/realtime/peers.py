@@ -22,6 +22,10 @@ class Peer(Protocol):
     async def emit(self, event: str, data: dict[str, Any]) -> None:
         """Send an event to the client; never raises for a connection that has gone."""
 
+    async def emit_encoded(self, event: str, data: str) -> None:
+        """Send an event whose data is already JSON text (the hub encodes each change once,
+        not once per subscriber); never raises for a connection that has gone."""
+
     async def close(self) -> None:
         """Disconnect the client (used when its session ends or its token is revoked)."""
 

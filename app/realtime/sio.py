@@ -43,6 +43,17 @@ class SioPeer:
         except Exception:  # the socket went away meanwhile
             log.debug("emit to %s failed", self.sid, exc_info=True)
 
+    async def emit_encoded(self, event: str, data: str) -> None:
+        # A Socket.IO v4 EVENT packet for the default namespace is "2" + the JSON array; it
+        # goes straight to Engine.IO, skipping python-socketio's re-encoding and binary scan.
+        eio_sid = self.server.manager.eio_sid_from_sid(self.sid, "/")
+        if eio_sid is None:
+            return
+        try:
+            await self.server.eio.send(eio_sid, f"2[{orjson.dumps(event).decode()},{data}]")
+        except Exception:  # the socket went away meanwhile
+            log.debug("emit to %s failed", self.sid, exc_info=True)
+
     async def close(self) -> None:
         await self.server.disconnect(self.sid)
 

@@ -25,6 +25,9 @@ class _Peer:
     async def emit(self, event: str, data: dict[str, Any]) -> None:
         return None
 
+    async def emit_encoded(self, event: str, data: str) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 
