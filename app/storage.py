@@ -6,8 +6,8 @@ failures -> Unavailable, rejected writes -> Invalid).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -75,19 +75,9 @@ def _raise_api_error(exc: PyMongoError) -> None:
     raise Internal() from exc
 
 
-@contextmanager
-def translated() -> Iterator[None]:
-    """Run driver calls, turning their exceptions into API errors."""
-    try:
-        yield
-    except APIError:
-        raise
-    except PyMongoError as exc:
-        _raise_api_error(exc)
-
-
 @asynccontextmanager
 async def translated_async() -> AsyncIterator[None]:
+    """Run driver calls, turning their exceptions into API errors."""
     try:
         yield
     except APIError:

@@ -29,6 +29,13 @@ async def _post(http: httpx.AsyncClient, n: int) -> str:
     raise AssertionError("the database did not come back")
 
 
+async def _sign_in_as_admin(http: httpx.AsyncClient) -> str:
+    login = {"login": "admin", "password": ADMIN_PASSWORD}
+    token = str((await http.post("/api/v1/auth/token", json=login)).json()["token"])
+    http.headers["Authorization"] = f"Bearer {token}"
+    return token
+
+
 async def test_nothing_is_lost_across_a_database_restart(tmp_path: Path):
     database = EmbeddedDatabase(tmp_path / "db", log_path=tmp_path / "db.log")
     database.start()
@@ -36,9 +43,7 @@ async def test_nothing_is_lost_across_a_database_restart(tmp_path: Path):
         url = database.url + "&serverSelectionTimeoutMS=1000"
         settings = make_settings(url, tmp_path / "data", MONGODB_DB="restart")
         async with live_server(settings) as server, httpx.AsyncClient(base_url=server.url) as http:
-            login = {"login": "admin", "password": ADMIN_PASSWORD}
-            token = (await http.post("/api/v1/auth/token", json=login)).json()["token"]
-            http.headers["Authorization"] = f"Bearer {token}"
+            token = await _sign_in_as_admin(http)
 
             async with listening(server.url, auth={"token": token}) as staying:
                 await staying.subscribe(store=STORE)
@@ -74,9 +79,7 @@ async def test_a_resume_token_older_than_the_history_is_refused(tmp_path: Path):
     try:
         settings = make_settings(database.url, tmp_path / "data", MONGODB_DB="expiry")
         async with live_server(settings) as server, httpx.AsyncClient(base_url=server.url) as http:
-            login = {"login": "admin", "password": ADMIN_PASSWORD}
-            token = (await http.post("/api/v1/auth/token", json=login)).json()["token"]
-            http.headers["Authorization"] = f"Bearer {token}"
+            token = await _sign_in_as_admin(http)
             async with listening(server.url, auth={"token": token}) as socket:
                 await socket.subscribe(store=STORE)
                 await _post(http, 0)
