@@ -10,6 +10,7 @@ from types import FrameType
 
 import uvicorn
 
+from app import logs
 from app.embedded import EmbeddedDatabase, EmbeddedDatabaseError
 from app.main import create_app
 from app.settings import Settings, SettingsError
@@ -58,6 +59,7 @@ def main() -> int:
             lifespan="on",  # a failing startup (database unreachable) must stop the server
         )
         server = uvicorn.Server(config)
+        logs.install()  # after uvicorn.Config has set up its loggers
         server.run()
         return 0 if server.started else 3
     except EmbeddedDatabaseError as exc:
