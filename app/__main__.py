@@ -56,6 +56,7 @@ def main() -> int:
             log_level=settings.log_level,
             proxy_headers=True,
             ws="websockets-sansio",  # the plain "websockets" protocol is deprecated in uvicorn
+            ws_max_size=settings.max_body_bytes,
             lifespan="on",  # a failing startup (database unreachable) must stop the server
         )
         server = uvicorn.Server(config)

@@ -51,8 +51,13 @@ def create_app(settings: Settings) -> Starlette:
 
     hub = Hub()
     middleware = [
-        Middleware(SocketRouter, hub=hub, cors_origins=settings.cors_origins),
-        Middleware(RequestContext),
+        Middleware(RequestContext),  # outermost: every HTTP response, Socket.IO polling too
+        Middleware(
+            SocketRouter,
+            hub=hub,
+            cors_origins=settings.cors_origins,
+            max_message_bytes=settings.max_body_bytes,
+        ),
     ]
     if settings.cors_origins:
         middleware.append(

@@ -17,7 +17,13 @@ PATH = "/socket.io"
 
 
 class SocketRouter:
-    def __init__(self, app: ASGIApp, hub: Hub, cors_origins: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        app: ASGIApp,
+        hub: Hub,
+        cors_origins: tuple[str, ...] = (),
+        max_message_bytes: int = 1024 * 1024,
+    ):
         self.app = app
 
         async def authenticate(headers: Any, query: Any, auth: Any) -> Any:
@@ -28,7 +34,8 @@ class SocketRouter:
 
         self.eio3 = EIO3Front(hub, authenticate)
         self.sio = socketio.ASGIApp(
-            build_server(hub, authenticate, cors_origins), socketio_path="socket.io"
+            build_server(hub, authenticate, cors_origins, max_message_bytes),
+            socketio_path="socket.io",
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

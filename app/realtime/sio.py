@@ -70,7 +70,10 @@ def _headers(environ: dict[str, Any]) -> dict[str, str]:
 
 
 def build_server(
-    dispatcher: Dispatcher, authenticate: SocketAuthenticator, cors_origins: tuple[str, ...]
+    dispatcher: Dispatcher,
+    authenticate: SocketAuthenticator,
+    cors_origins: tuple[str, ...],
+    max_message_bytes: int = 1024 * 1024,
 ) -> socketio.AsyncServer:
     server = socketio.AsyncServer(
         async_mode="asgi",
@@ -78,6 +81,7 @@ def build_server(
         ping_interval=PING_INTERVAL_S,
         ping_timeout=PING_TIMEOUT_S,
         cors_allowed_origins=list(cors_origins) or None,
+        max_http_buffer_size=max_message_bytes,
     )
     peers: dict[str, SioPeer] = {}
 

@@ -282,3 +282,11 @@ async def test_a_store_made_outside_the_api_still_reports_deletes(app, live, mak
         await user.delete(f"/api/v1/{store}/{made['_id']}")
         event = await socket.next()
         assert (event["op"], event["id"]) == ("delete", made["_id"])
+
+
+async def test_socket_io_polling_responses_carry_a_request_id(live):
+    async with httpx.AsyncClient(base_url=live.url) as http:
+        response = await http.get("/socket.io/", params={"EIO": "4", "transport": "polling"})
+    assert response.status_code == 200
+    assert response.headers["x-request-id"]
+    assert response.text.startswith("0{")  # the Engine.IO open packet
