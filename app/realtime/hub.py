@@ -25,11 +25,12 @@ import orjson
 from bson import ObjectId
 from bson.timestamp import Timestamp
 
-from app import jsonio, validation
+from app import validation
 from app.acl import READERS, Principal
 from app.errors import APIError, BadRequest, Conflict, Internal, Invalid, NotFound
 from app.query import only_fields
 from app.realtime.changes import STORE_EVENTS, Change, ChangeSource, Position
+from app.realtime.events import Rendered, encode, operation
 from app.realtime.peers import Peer
 from app.storage import change_stream
 
@@ -107,99 +108,16 @@ class Client:
             await self.peer.emit_encoded("change", payload)
 
 
-class _Rendered:
-    """One change encoded once and shared by all its subscribers: the JSON of the fields every
-    event carries, and of the entity per ``only``."""
-
-    def __init__(self, change: Change):
-        self.change = change
-        self.common = (
-            f'"store":{_text(change.store)},"id":{_text(str(change.id))},'
-            f'"ts":{int(change.ts)},"resume":{_text(change.position.token())}'
-        )
-        self._plain: dict[str, Any] | None = None
-        self._encoded: dict[tuple[str, ...] | None, str] = {}
-
-    def entity(self, only: tuple[str, ...] | None) -> dict[str, Any]:
-        if self._plain is None:
-            after = {k: v for k, v in (self.change.after or {}).items() if k != READERS}
-            self._plain = orjson.loads(jsonio.dumps(after))
-        return project(self._plain, only) if only else self._plain
-
-    def entity_json(self, only: tuple[str, ...] | None) -> str:
-        encoded = self._encoded.get(only)
-        if encoded is None:
-            encoded = self._encoded[only] = _text(self.entity(only))
-        return encoded
+def subscriber_event(sub: Subscription, rendered: Rendered) -> str | None:
+    """The ``change`` payload, as JSON text, that ``sub``'s client may see, or None."""
+    client = sub.client
+    op = operation(rendered.change, client.may_read, client.principal.admin)
+    return None if op is None else encode(rendered, sub.id, op, sub.only)
 
 
-def _text(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def project(document: dict[str, Any], only: tuple[str, ...]) -> dict[str, Any]:
-    """``document`` with ``_id`` and the ``only`` paths, as a MongoDB projection would."""
-    shown: dict[str, Any] = {"_id": document.get("_id")}
-    for path in only:
-        _copy_path(document, shown, path.split("."))
-    return shown
-
-
-def _copy_path(source: Any, target: dict[str, Any], segments: list[str]) -> None:
-    head, rest = segments[0], segments[1:]
-    if not isinstance(source, dict) or head not in source:
-        return
-    value = source[head]
-    if not rest:
-        target[head] = value
-    elif isinstance(value, dict):
-        child = target.setdefault(head, {})
-        if isinstance(child, dict):
-            _copy_path(value, child, rest)
-    elif isinstance(value, list):
-        items: list[Any] = []
-        for item in value:
-            if isinstance(item, dict):
-                picked: dict[str, Any] = {}
-                _copy_path(item, picked, rest)
-                items.append(picked)
-        target[head] = items
-
-
-def _operation(client: Client, change: Change) -> str | None:
-    """What ``client`` is told of ``change``: the event's ``op``, or None for nothing."""
-    could, can = client.may_read(change.before), client.may_read(change.after)
-    if change.op == "delete" and change.before is None:
-        # No pre-image (a collection made outside the API): only admins may be told.
-        could = client.principal.admin
-    if change.op == "insert":
-        op = "create" if can else None
-    elif change.op == "delete":
-        op = "delete" if could else None
-    elif can:
-        op = "update" if could or change.before is None else "enter"
-    else:
-        op = "leave" if could else None
-    return op
-
-
-def encoded_event(client: Client, sub: Subscription, rendered: _Rendered) -> str | None:
-    """The ``change`` payload, as JSON text, that ``client`` may see for this change, or None.
-
-    ``{"subscription", "op", "store", "id", "ts", "resume", "entity"?}``; the entity (projected
-    by ``only``) only for create, update and enter."""
-    op = _operation(client, rendered.change)
-    if op is None:
-        return None
-    head = f'{{"subscription":"{sub.id}","op":"{op}",{rendered.common}'
-    if op in ("create", "update", "enter"):
-        return f'{head},"entity":{rendered.entity_json(sub.only)}}}'
-    return head + "}"
-
-
-def event_for(client: Client, sub: Subscription, rendered: _Rendered) -> dict[str, Any] | None:
-    """The payload of ``encoded_event`` as a dict (for tests and tools)."""
-    encoded = encoded_event(client, sub, rendered)
+def event_for(sub: Subscription, rendered: Rendered) -> dict[str, Any] | None:
+    """``subscriber_event`` as a dict (for tests and tools)."""
+    encoded = subscriber_event(sub, rendered)
     return None if encoded is None else dict(orjson.loads(encoded))
 
 
@@ -265,14 +183,14 @@ class Hub:
         subscriptions = self.by_store.get(change.store)
         if not subscriptions:
             return
-        rendered = _Rendered(change)
+        rendered = Rendered(change)
         for sub in subscriptions:
             if not sub.wants(change):
                 continue
             if not sub.live:
                 sub.held.append(change)
                 continue
-            payload = encoded_event(sub.client, sub, rendered)
+            payload = subscriber_event(sub, rendered)
             if payload is not None:
                 sub.client.push(payload)
 
@@ -342,13 +260,13 @@ class Hub:
                     continue
                 last = max(last, change.position.time)
                 if sub.wants(change):
-                    payload = encoded_event(sub.client, sub, _Rendered(change))
+                    payload = subscriber_event(sub, Rendered(change))
                     if payload is not None:
                         sub.client.push(payload)
         # Everything up to ``last`` came from the replay; what was held after it goes next.
         for change in sub.held:
             if change.position.time > last:
-                payload = encoded_event(sub.client, sub, _Rendered(change))
+                payload = subscriber_event(sub, Rendered(change))
                 if payload is not None:
                     sub.client.push(payload)
         sub.held.clear()

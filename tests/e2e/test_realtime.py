@@ -290,3 +290,24 @@ async def test_socket_io_polling_responses_carry_a_request_id(live):
     assert response.status_code == 200
     assert response.headers["x-request-id"]
     assert response.text.startswith("0{")  # the Engine.IO open packet
+
+
+@pytest.mark.parametrize(
+    "only",
+    ["name", "address.city", "items.x", "items.x,items.y", "address,name", "missing", "items"],
+)
+async def test_event_projection_matches_the_databases(live, make_user, store, only):
+    """The hub projects in memory; it must agree with MongoDB's projection behind REST."""
+    user = await make_user()
+    body = {
+        "name": "N",
+        "secret": 1,
+        "address": {"city": "C", "zip": 9},
+        "items": [{"x": 1, "y": 2, "z": 3}, {"y": 5}, 7, {"x": 8}],
+    }
+    async with listening(live.url, auth={"token": token_of(user)}) as socket:
+        await socket.subscribe(store=store, only=only)
+        made = (await user.post(f"/api/v1/{store}", json=body)).json()
+        event = await socket.next()
+    from_database = (await user.get(f"/api/v1/{store}/{made['_id']}", params={"only": only})).json()
+    assert event["entity"] == from_database

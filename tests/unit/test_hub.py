@@ -11,7 +11,8 @@ from bson.timestamp import Timestamp
 from app.acl import Principal, readers_of
 from app.errors import Invalid
 from app.realtime.changes import Change, Position, apply_update
-from app.realtime.hub import Client, Subscription, _Rendered, event_for, project
+from app.realtime.events import Rendered, project
+from app.realtime.hub import Client, Subscription, event_for
 
 OWNER = Principal("owner1", "owner", groups=("team",))
 STRANGER = Principal("stranger1", "stranger", groups=("elsewhere",))
@@ -48,7 +49,7 @@ async def _event(principal: Principal, change: Change, only=None) -> dict[str, A
     client = Client(_Peer(principal))
     try:
         sub = Subscription("s1", client, "orders", None, only)
-        return event_for(client, sub, _Rendered(change))
+        return event_for(sub, Rendered(change))
     finally:
         client.sender.cancel()
 

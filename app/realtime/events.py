@@ -1,0 +1,104 @@
+"""What one change looks like to one subscriber: whether they hear of it (the ``op``), and
+the event's JSON, encoded once per change and shared by all its subscribers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from app import jsonio
+from app.acl import READERS
+from app.realtime.changes import Change
+
+Document = dict[str, Any]
+
+
+def operation(
+    change: Change, may_read: Callable[[Document | None], bool], admin: bool
+) -> str | None:
+    """The event's ``op`` for a reader, or None when they are told nothing: ``create``,
+    ``update`` and ``enter`` need read access after the change, ``delete`` and ``leave`` read
+    access before it."""
+    could, can = may_read(change.before), may_read(change.after)
+    if change.op == "delete" and change.before is None:
+        # No pre-image (a collection made outside the API): only admins may be told.
+        could = admin
+    if change.op == "insert":
+        return "create" if can else None
+    if change.op == "delete":
+        return "delete" if could else None
+    if can:
+        return "update" if could or change.before is None else "enter"
+    return "leave" if could else None
+
+
+def encode(rendered: Rendered, subscription: str, op: str, only: tuple[str, ...] | None) -> str:
+    """``{"subscription", "op", "store", "id", "ts", "resume", "entity"?}`` as JSON text; the
+    entity (projected by ``only``) only for create, update and enter."""
+    head = f'{{"subscription":"{subscription}","op":"{op}",{rendered.common}'
+    if op in ("create", "update", "enter"):
+        return f'{head},"entity":{rendered.entity_json(only)}}}'
+    return head + "}"
+
+
+class Rendered:
+    """One change encoded once and shared by all its subscribers: the JSON of the fields every
+    event carries, and of the entity per ``only``."""
+
+    def __init__(self, change: Change):
+        self.change = change
+        self.common = (
+            f'"store":{_text(change.store)},"id":{_text(str(change.id))},'
+            f'"ts":{int(change.ts)},"resume":{_text(change.position.token())}'
+        )
+        self._plain: dict[str, Any] | None = None
+        self._encoded: dict[tuple[str, ...] | None, str] = {}
+
+    def entity(self, only: tuple[str, ...] | None) -> dict[str, Any]:
+        if self._plain is None:
+            after = {k: v for k, v in (self.change.after or {}).items() if k != READERS}
+            self._plain = orjson.loads(jsonio.dumps(after))
+        return project(self._plain, only) if only else self._plain
+
+    def entity_json(self, only: tuple[str, ...] | None) -> str:
+        encoded = self._encoded.get(only)
+        if encoded is None:
+            encoded = self._encoded[only] = _text(self.entity(only))
+        return encoded
+
+
+def _text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def project(document: dict[str, Any], only: tuple[str, ...]) -> dict[str, Any]:
+    """``document`` with ``_id`` and the ``only`` paths, as a MongoDB projection would."""
+    shown: dict[str, Any] = {"_id": document.get("_id")}
+    for path in only:
+        _copy_path(document, shown, path.split("."))
+    return shown
+
+
+def _copy_path(source: Any, target: dict[str, Any], segments: list[str]) -> None:
+    head, rest = segments[0], segments[1:]
+    if not isinstance(source, dict) or head not in source:
+        return
+    value = source[head]
+    if not rest:
+        target[head] = value
+    elif isinstance(value, dict):
+        child = target.setdefault(head, {})
+        if isinstance(child, dict):
+            _copy_path(value, child, rest)
+    elif isinstance(value, list):
+        # Each object in the list keeps the path's fields; another path under the same list
+        # adds to the same elements.
+        existing = target.get(head)
+        items: list[Any] = existing if isinstance(existing, list) else []
+        for index, item in enumerate(x for x in value if isinstance(x, dict)):
+            if index == len(items):
+                items.append({})
+            _copy_path(item, items[index], rest)
+        target[head] = items
