@@ -112,14 +112,19 @@ class CpuMeter:
         self.first = self._sample()
 
     def _sample(self) -> dict[str, float]:
-        sample = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        sample = {}
+        for name, pid in self.pids.items():
+            try:
+                sample[name] = cpu_seconds(pid)
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # exited meanwhile: left out of the shares
         sample["machine"] = machine_busy_seconds()
         return sample
 
     def shares(self) -> dict[str, float]:
         span = time.monotonic() - self.began
         last = self._sample()
-        used = {name: (last[name] - self.first[name]) / span for name in last}
+        used = {name: (last[name] - self.first[name]) / span for name in last if name in self.first}
         machine = used.pop("machine")
         used["others"] = max(0.0, machine - sum(used.values()))
         return used
