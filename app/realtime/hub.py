@@ -70,7 +70,7 @@ class Client:
         self.release = asyncio.Event()  # cleared while a subscribe is waiting for its ack
         self.release.set()
         self.holds = 0
-        self.closing = False
+        self._closer: asyncio.Task[None] | None = None
         self.set_principal(peer.principal)
         self.sender = asyncio.create_task(self._send_loop(), name="socket-sender")
 
@@ -92,12 +92,14 @@ class Client:
         if self.holds == 0:
             self.release.set()
 
+    def close(self) -> None:
+        """Disconnect the socket, once, without waiting for it."""
+        if self._closer is None:
+            self._closer = asyncio.get_running_loop().create_task(self.peer.close())
+
     def push(self, payload: str) -> None:
         if self.queue.qsize() >= QUEUE_LIMIT:
-            # Too far behind: drop the socket; the client resumes from its last token.
-            if not self.closing:
-                self.closing = True
-                asyncio.get_running_loop().create_task(self.peer.close())
+            self.close()  # too far behind; the client resumes from its last token
             return
         self.queue.put_nowait(payload)
 
@@ -155,8 +157,8 @@ class Hub:
         client = self.clients.pop(id(peer), None)
         if client is None:
             return
-        for sub in client.subscriptions.values():
-            self.by_store[sub.store].discard(sub)
+        for sub in list(client.subscriptions.values()):
+            self._remove(sub)
         client.sender.cancel()
         await asyncio.gather(client.sender, return_exceptions=True)
 
@@ -287,6 +289,10 @@ class Hub:
             raise Internal("Realtime is not started")
         return self.services
 
+    def require_services(self) -> Services:
+        """The services the hub was started with (for the fronts' authenticator)."""
+        return self._services()
+
     async def _check_credentials(self) -> None:
         """Close sockets whose session or token has ended; follow users' group changes."""
         while True:
@@ -302,8 +308,6 @@ class Hub:
                     continue  # database unreachable: keep the socket, check again later
                 current = seen[credential]
                 if current is None:
-                    if not client.closing:
-                        client.closing = True
-                        await client.peer.close()
+                    client.close()
                 elif current != client.principal:
                     client.set_principal(current)

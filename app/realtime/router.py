@@ -3,12 +3,15 @@ else to python-socketio; all other traffic goes on to the REST app."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
 import socketio
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.acl import Principal
+from app.auth import socket_principal
 from app.realtime.eio3 import EIO3Front
 from app.realtime.hub import Hub
 from app.realtime.sio import build_server
@@ -26,11 +29,11 @@ class SocketRouter:
     ):
         self.app = app
 
-        async def authenticate(headers: Any, query: Any, auth: Any) -> Any:
-            from app.auth import socket_principal
-
-            services = hub._services()
-            return await socket_principal(services.credentials, cors_origins, headers, query, auth)
+        async def authenticate(
+            headers: Mapping[str, str], query: Mapping[str, str], auth: Any
+        ) -> Principal:
+            credentials = hub.require_services().credentials
+            return await socket_principal(credentials, cors_origins, headers, query, auth)
 
         self.eio3 = EIO3Front(hub, authenticate)
         self.sio = socketio.ASGIApp(

@@ -129,3 +129,17 @@ def test_resume_tokens_round_trip_and_refuse_garbage():
     for bad in ("", "garbage", "1.2", "x.y.00", 12, None, "1.2.zz"):
         with pytest.raises(Invalid):
             Position.parse(bad)
+
+
+async def test_detach_forgets_the_clients_subscriptions_entirely():
+    from app.realtime.hub import Hub
+
+    hub = Hub()
+    peer = _Peer(OWNER)
+    hub.attach(peer)
+    client = hub.clients[id(peer)]
+    for n in range(3):
+        hub._add(Subscription(f"s{n}", client, f"store{n % 2}", None, None))
+    assert set(hub.by_store) == {"store0", "store1"}
+    await hub.detach(peer)
+    assert hub.by_store == {} and hub.clients == {}
