@@ -94,5 +94,19 @@ def can_read(user: Principal, entity: Mapping[str, Any]) -> bool:
     if user.admin:
         return True
     # Exactly what the indexed read filter would match: no ``_readers``, no reader but admins.
-    readers = entity.get(READERS) or ()
-    return not set(readers).isdisjoint(user.reader_keys())
+    return not user_keys(user).isdisjoint(readers_in(entity))
+
+
+def user_keys(user: Principal) -> frozenset[str]:
+    return frozenset(user.reader_keys())
+
+
+def readers_in(entity: Mapping[str, Any] | None) -> list[str]:
+    """The stored ``_readers`` keys as ``$in`` sees them: an array's strings, or a lone
+    string. (Whatever another program stored there never grants more than the query would.)"""
+    readers = entity.get(READERS) if entity is not None else None
+    if isinstance(readers, list):
+        return [key for key in readers if isinstance(key, str)]
+    if isinstance(readers, str):
+        return [readers]
+    return []

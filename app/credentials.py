@@ -199,7 +199,12 @@ class Credentials:
             raise Unauthorized() from None
         token_id, user_id = str(claims["jti"]), str(claims["sub"])
         credential = f"t:{token_id}"
-        return self._cached(credential) or await self._resolve(
+        cached = self._cached(credential)
+        # A cached entry answers only for the user it was resolved for: a token that reuses
+        # a known ``jti`` with another ``sub`` is looked up, and refused, like any other.
+        if cached is not None and cached.user_id == user_id:
+            return cached
+        return await self._resolve(
             credential, self.tokens, {"_id": token_id, "user": user_id}, touch=True
         )
 

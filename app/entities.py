@@ -58,7 +58,7 @@ class Entities:
             self._check_group(group, user)
         access = validation.string_list(fields.pop("access", []), "access")
         branch = validation.string_list(fields.pop("branch", []), "branch")
-        validation.value(fields, "")
+        validation.document(fields)
         moment = now()
         entity: Document = {
             "_id": ObjectId(),
@@ -79,12 +79,21 @@ class Entities:
     async def get(
         self, store: str, entity_id: ObjectId, user: Principal, only: tuple[str, ...] | None = None
     ) -> Document:
+        collection = self.storage.store(store)
         async with translated_async():
-            found = await self.storage.store(store).find_one(
-                {"_id": entity_id, **acl.read_filter(user)}, projection(only)
-            )
+            if only is None:
+                # One entity by its id: the read rule is checked on the fetched document (the
+                # same 404 as the query would give), which spares the database a projection.
+                found = await collection.find_one({"_id": entity_id})
+                if found is not None and not acl.can_read(user, found):
+                    found = None
+            else:
+                found = await collection.find_one(
+                    {"_id": entity_id, **acl.read_filter(user)}, projection(only)
+                )
         if found is None:
             raise _not_found(store, entity_id)
+        found.pop(READERS, None)
         return found
 
     async def list(self, store: str, query: ListQuery, user: Principal) -> Page:
@@ -115,7 +124,14 @@ class Entities:
             .skip(query.offset)
             .limit(query.limit)
         )
-        return Page(_stream(cursor), next_after)
+        # The first batch is fetched before anything is sent, so a query the database refuses
+        # is answered with an error envelope rather than a cut-off body.
+        async with translated_async():
+            try:
+                first: Document | None = await cursor.next()
+            except StopAsyncIteration:
+                first = None
+        return Page(_stream(cursor, first), next_after)
 
     async def meta(self, store: str, query: ListQuery, user: Principal) -> dict[str, Any]:
         collection = self.storage.store(store)
@@ -125,6 +141,9 @@ class Entities:
             count = await collection.count_documents(selected)
             first = await collection.find_one(selected, shown, sort=[("_id", ASCENDING)])
             last = await collection.find_one(selected, shown, sort=[("_id", DESCENDING)])
+        for found in (first, last):
+            if found is not None:
+                found.pop(READERS, None)
         return {"count": count, "first": first, "last": last}
 
     async def patch(
@@ -142,21 +161,22 @@ class Entities:
                     raise Invalid(key, "cannot be changed with PATCH")
                 expected[head] = _comparable(head, item, entity_id)
                 continue
-            validation.value(item, key)
+            validation.value_at(segments, item, key)
             changes[key] = item
         validation.no_overlap(list(changes), "body")
         conditions = [{"_id": entity_id}, acl.write_filter(user)]
-        conditions += [{name: item} for name, item in expected.items() if name != "_id"]
+        # ``$eq``: a value sent back is compared as data, never read as a query operator.
+        conditions += [{name: {"$eq": item}} for name, item in expected.items() if name != "_id"]
         collection = self.storage.store(store)
         for _ in range(_RETRIES):
             async with translated_async():
                 updated = await collection.find_one_and_update(
                     {"$and": conditions},
                     {"$set": {**changes, "updatedAt": now()}},
-                    projection=projection(None),
                     return_document=ReturnDocument.AFTER,
                 )
             if updated is not None:
+                updated.pop(READERS, None)
                 return updated
             current = await self._writable(store, entity_id, user)
             for name, item in expected.items():
@@ -187,9 +207,7 @@ class Entities:
         collection = self.storage.store(store)
         for _ in range(_RETRIES):
             async with translated_async():
-                current = await collection.find_one(
-                    {"_id": entity_id, **acl.read_filter(user)}, {READERS: 0}
-                )
+                current = await collection.find_one({"_id": entity_id, **acl.read_filter(user)})
             if current is None:
                 raise _not_found(store, entity_id)
             if not user.admin:
@@ -204,15 +222,15 @@ class Entities:
             readers = acl.readers_of(
                 merged["owner"], merged["group"], merged["access"] or [], merged["branch"] or []
             )
-            unchanged = {name: current.get(name) for name in acl.ACCESS_FIELDS}
+            unchanged = {name: {"$eq": current.get(name)} for name in acl.ACCESS_FIELDS}
             async with translated_async():
                 updated = await collection.find_one_and_update(
                     {"_id": entity_id, **unchanged},
                     {"$set": {**wanted, READERS: readers, "updatedAt": now()}},
-                    projection=projection(None),
                     return_document=ReturnDocument.AFTER,
                 )
             if updated is not None:
+                updated.pop(READERS, None)
                 return updated
         raise Conflict("The entity's access fields kept changing; try again")
 
@@ -230,13 +248,11 @@ class Entities:
         read but not change it."""
         collection = self.storage.store(store)
         async with translated_async():
-            readable = await collection.find_one(
-                {"_id": entity_id, **acl.read_filter(user)}, {READERS: 0}
-            )
+            readable = await collection.find_one({"_id": entity_id, **acl.read_filter(user)})
             if readable is None:
                 raise _not_found(store, entity_id)
             writable = await collection.find_one(
-                {"$and": [{"_id": entity_id}, acl.write_filter(user)]}, {READERS: 0}
+                {"$and": [{"_id": entity_id}, acl.write_filter(user)]}
             )
         if writable is None:
             raise Forbidden()
@@ -251,7 +267,16 @@ class Entities:
 
 
 def _comparable(name: str, item: Any, entity_id: ObjectId) -> Any:
-    """A protected field's value from a PATCH body, in the form it is stored in."""
+    """A protected field's value from a PATCH body, in the form it is stored in. Only plain
+    values of the field's own type are accepted, so nothing sent here can act as an operator."""
+    if name == "owner" and not isinstance(item, str):
+        raise Invalid(name, "cannot be changed with PATCH (send the stored id or leave it out)")
+    if name == "group" and item is not None and not isinstance(item, str):
+        raise Invalid(name, "cannot be changed with PATCH (send the stored id or leave it out)")
+    if name in ("access", "branch") and not (
+        isinstance(item, list) and all(isinstance(x, str) for x in item)
+    ):
+        raise Invalid(name, "cannot be changed with PATCH (send the stored list or leave it out)")
     if name == "_id":
         if not isinstance(item, str) or item.lower() != str(entity_id):
             raise Invalid("_id", "cannot be changed with PATCH")
@@ -278,9 +303,14 @@ async def _empty() -> AsyncIterator[Document]:
     yield  # pragma: no cover
 
 
-async def _stream(cursor: Any) -> AsyncIterator[Document]:
+async def _stream(cursor: Any, first: Document | None) -> AsyncIterator[Document]:
     try:
+        if first is None:
+            return
+        first.pop(READERS, None)
+        yield first
         async for document in cursor:
+            document.pop(READERS, None)
             yield document
     finally:
         await cursor.close()

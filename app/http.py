@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from app import jsonio
-from app.errors import BadRequest, TooLarge
+from app.errors import BadRequest, Invalid, TooLarge
 from app.services import Services
 
 SUCCESS = {"success": True, "sucess": True}
@@ -56,6 +56,8 @@ async def read_json(request: Request) -> Any:
         raise BadRequest("A JSON body is required")
     try:
         return jsonio.loads(raw)
+    except jsonio.OutOfRange as exc:
+        raise Invalid(exc.path, "integers must fit in 64 bits") from None
     except ValueError:
         raise BadRequest("The body is not valid JSON") from None
 

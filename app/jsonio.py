@@ -2,10 +2,17 @@
 
 ObjectIds render as 24 lowercase hex characters; dates as ISO 8601 UTC with milliseconds and
 ``Z`` (``2026-11-25T17:47:20.178Z``).
+
+Rendering never fails: whatever a document holds (nesting deeper than orjson follows, values
+of any BSON type, written by this server or by another program), ``dumps`` falls back to an
+encoder without recursion. Parsing keeps integers exact: a literal beyond 64 bits raises
+``OutOfRange`` naming where it is, instead of quietly becoming a float.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +21,18 @@ from bson import ObjectId
 from bson.datetime_ms import DatetimeMS
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_INT64 = (-(2**63), 2**63 - 1)
+# Every integer beyond 64 bits has at least 19 digits; shorter runs never need a second look.
+_LONG_DIGITS_BYTES = re.compile(rb"[0-9]{19}")
+_LONG_DIGITS_TEXT = re.compile(r"[0-9]{19}")
+
+
+class OutOfRange(ValueError):
+    """A JSON integer literal outside the signed 64-bit range; ``path`` says where."""
+
+    def __init__(self, path: str):
+        self.path = path
+        super().__init__(f"{path}: integers must fit in 64 bits")
 
 
 def iso_ms(value: datetime | DatetimeMS | int) -> str:
@@ -54,9 +73,91 @@ _OPTS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
 
 
 def dumps(value: Any) -> bytes:
-    return orjson.dumps(value, default=_default, option=_OPTS)
+    try:
+        return orjson.dumps(value, default=_default, option=_OPTS)
+    except orjson.JSONEncodeError:
+        return safe_dumps(value)
+
+
+def safe_dumps(value: Any) -> bytes:
+    """JSON for any value at any depth, with an explicit stack instead of recursion. Scalars
+    go through orjson one by one; anything it refuses is rendered as text."""
+    out = bytearray()
+    # Each frame: (iterator over the container's items, closing byte, is_dict, first?).
+    stack: list[list[Any]] = []
+    pending: Any = value
+    have_value = True
+    while True:
+        if have_value:
+            item = pending
+            if isinstance(item, dict):
+                out += b"{"
+                stack.append([iter(item.items()), b"}", True, True])
+            elif isinstance(item, (list, tuple)):
+                out += b"["
+                stack.append([iter(item), b"]", False, True])
+            else:
+                out += _scalar(item)
+        if not stack:
+            return bytes(out)
+        frame = stack[-1]
+        try:
+            nxt = next(frame[0])
+        except StopIteration:
+            out += frame[1]
+            stack.pop()
+            have_value = False
+            continue
+        if not frame[3]:
+            out += b","
+        frame[3] = False
+        if frame[2]:
+            name, pending = nxt
+            out += orjson.dumps(name if isinstance(name, str) else str(name))
+            out += b":"
+        else:
+            pending = nxt
+        have_value = True
+
+
+def _scalar(item: Any) -> bytes:
+    try:
+        return orjson.dumps(item, default=_default, option=_OPTS)
+    except (orjson.JSONEncodeError, TypeError, ValueError):
+        return orjson.dumps(str(item))
 
 
 def loads(data: bytes | str) -> Any:
-    """Parse JSON; raises ``orjson.JSONDecodeError`` (a ``ValueError``)."""
-    return orjson.loads(data)
+    """Parse JSON; raises ``ValueError`` (``orjson.JSONDecodeError``) for text that is not
+    JSON and ``OutOfRange`` for an integer beyond 64 bits."""
+    parsed = orjson.loads(data)
+    long_digits = _LONG_DIGITS_TEXT if isinstance(data, str) else _LONG_DIGITS_BYTES
+    if long_digits.search(data) is None:  # type: ignore[arg-type]
+        return parsed
+    # orjson reads integers beyond 64 bits as floats; parse again with exact integers to
+    # find them. Only bodies with a run of 19 digits somewhere pay for this.
+    try:
+        exact = json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    where = _out_of_range(exact)
+    if where is not None:
+        raise OutOfRange(where)
+    return parsed
+
+
+def _out_of_range(value: Any) -> str | None:
+    """The path of the first integer beyond 64 bits in ``value``, or None."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, int):
+            if not _INT64[0] <= item <= _INT64[1]:
+                return where or "body"
+        elif isinstance(item, dict):
+            stack.extend((v, f"{where}.{k}" if where else str(k)) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{where}.{i}" if where else str(i)) for i, v in enumerate(item))
+    return None

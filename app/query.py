@@ -87,10 +87,12 @@ def only_fields(raw: str, name: str = "only") -> list[str]:
     return fields
 
 
-def projection(fields: Sequence[str] | None) -> dict[str, int]:
-    """Projection for ``only`` (``_id`` always kept); without it, everything but ``_readers``."""
+def projection(fields: Sequence[str] | None) -> dict[str, int] | None:
+    """Projection for ``only`` (``_id`` always kept); without it, None: whole documents are
+    read and the entity layer drops ``_readers`` before they leave the server (an exclusion
+    projection would make the database copy every document)."""
     if not fields:
-        return {READERS: 0}
+        return None
     return {"_id": 1, **{f: 1 for f in fields if f != "_id"}}
 
 
@@ -118,7 +120,7 @@ class ListQuery:
             found["_id"] = {"$gt": self.after}
         return found
 
-    def projection(self) -> dict[str, int]:
+    def projection(self) -> dict[str, int] | None:
         return projection(self.only)
 
     def next_params(self, last_id: ObjectId) -> dict[str, str]:

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl
 
+import pymongo
 from bson.codec_options import CodecOptions, DatetimeConversion
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
@@ -42,8 +43,12 @@ TOKENS = "_tokens"
 LOGIN_FAILURES = "_login_failures"
 
 # Entities are read with millisecond datetimes (BSON's own precision), rendered by app.jsonio.
+# Text that is not valid UTF-8 (another program may store it) reads with U+FFFD in its place
+# rather than failing the read for everyone.
 ENTITY_CODEC: CodecOptions[Document] = CodecOptions(
-    tz_aware=False, datetime_conversion=DatetimeConversion.DATETIME_MS
+    tz_aware=False,
+    datetime_conversion=DatetimeConversion.DATETIME_MS,
+    unicode_decode_error_handler="replace",
 )
 SYSTEM_CODEC: CodecOptions[Document] = CodecOptions(tz_aware=True)
 
@@ -125,9 +130,20 @@ class Storage:
     def store(self, name: str) -> AsyncCollection[Document]:
         return self.db.get_collection(name, codec_options=ENTITY_CODEC)
 
-    async def ping(self) -> None:
+    def request_timeout(self, wanted_s: float) -> float:
+        """How long one request's database work may take: ``wanted_s`` while the driver sees
+        a primary; while it sees none, only as long as server selection waits (the driver's
+        deadline would otherwise replace that shorter wait), so requests fail fast with 503."""
+        if self.client.topology_description.has_writable_server():
+            return wanted_s
+        return min(wanted_s, self.client.options.server_selection_timeout)
+
+    async def ping(self, timeout_s: float = 1.0) -> None:
+        """Raises Unavailable unless the database answers within ``timeout_s`` (a health
+        check must answer quickly while the database is down)."""
         async with translated_async():
-            await self.db.command("ping")
+            with pymongo.timeout(timeout_s):
+                await self.db.command("ping")
 
     async def prepare_system(self) -> None:
         """Indexes of the system collections; safe to run on every start."""

@@ -2,7 +2,13 @@
 
 Documents may hold any JSON, except keys that MongoDB would read as operators or paths
 (``$``-prefixed, containing ``.`` or NUL, empty), integers outside 64 bits, and nesting
-deeper than MongoDB stores.
+deeper than ``MAX_DEPTH``.
+
+One depth rule covers every document the server writes: a value's depth is the number of
+objects and arrays around it in the stored entity, so a value sent under the dotted key
+``a.b.c`` starts three levels down (``value_at``), exactly as if it had been sent nested.
+Field paths have limits of their own (``MAX_PATH_SEGMENTS``, ``MAX_PATH_LENGTH``) wherever
+they appear.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ STORE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 RESERVED_STORES = frozenset({"auth"})
 OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
 MAX_DEPTH = 64
+MAX_PATH_SEGMENTS = MAX_DEPTH
+MAX_PATH_LENGTH = 1024
+MAX_LIST_ENTRIES = 1000
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -56,7 +65,11 @@ def key(name: str, where: str) -> None:
 
 def path(name: str) -> list[str]:
     """A dotted field path (PATCH keys, ``only``); returns its segments."""
+    if len(name) > MAX_PATH_LENGTH:
+        raise Invalid(name[:100] + "...", f"paths are limited to {MAX_PATH_LENGTH} characters")
     segments = name.split(".")
+    if len(segments) > MAX_PATH_SEGMENTS:
+        raise Invalid(name[:100] + "...", f"paths are limited to {MAX_PATH_SEGMENTS} segments")
     for segment in segments:
         if segment == "":
             raise Invalid(name or "field", "empty path segment")
@@ -75,8 +88,19 @@ def no_overlap(paths: list[str], what: str) -> None:
             raise Invalid(what, f"{first!r} and {second!r} overlap")
 
 
+def document(fields: dict[str, Any]) -> None:
+    """A whole entity body (create, and later bulk and import)."""
+    value(fields, "", 0)
+
+
+def value_at(segments: list[str], item: Any, key: str) -> None:
+    """A value written under the dotted path ``segments`` (PATCH): it sits as deep as the
+    path is long."""
+    value(item, key, len(segments))
+
+
 def value(item: Any, where: str, depth: int = 0) -> None:
-    """A JSON value bound for the database."""
+    """A JSON value bound for the database, found ``depth`` levels into its document."""
     if depth > MAX_DEPTH:
         raise Invalid(where or "body", f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(item, dict):
@@ -95,6 +119,8 @@ def string_list(item: Any, field: str) -> list[str]:
         raise Invalid(field, "must be a list of non-empty strings")
     if any(len(x) > 256 or "\x00" in x for x in item):
         raise Invalid(field, "entries must be at most 256 characters, without NUL")
+    if len(item) > MAX_LIST_ENTRIES:
+        raise Invalid(field, f"at most {MAX_LIST_ENTRIES} entries")
     return list(dict.fromkeys(item))
 
 

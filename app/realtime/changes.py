@@ -95,25 +95,24 @@ class Change:
 
 def apply_update(before: Document, description: Document) -> Document:
     """The document after an update, from its pre-image and the event's update description
-    (exact, unlike a later lookup that may already show newer writes)."""
-    after: Document = _deep_copy(before)
+    (exact, unlike a later lookup that may already show newer writes).
+
+    Copy on write: only the objects and arrays along the changed paths are copied, so the
+    pre-image stays as it was and the cost does not grow with the document's depth."""
+    after: Document = dict(before)
+    copied: set[int] = {id(after)}
     for path, value in (description.get("updatedFields") or {}).items():
-        _set_path(after, path.split("."), value)
+        _set_path(after, path.split("."), value, copied)
     for path in description.get("removedFields") or []:
-        _remove_path(after, path.split("."))
+        _remove_path(after, path.split("."), copied)
     for truncated in description.get("truncatedArrays") or []:
-        target = _get_path(after, truncated["field"].split("."))
+        segments = truncated["field"].split(".")
+        parent = _writable_parent(after, segments, copied, create=False)
+        target = _step(parent, segments[-1])
         if isinstance(target, list):
-            del target[truncated["newSize"] :]
+            target = list(target[: truncated["newSize"]])
+            _put(parent, segments[-1], target)
     return after
-
-
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value
 
 
 def _step(container: Any, segment: str) -> Any:
@@ -124,33 +123,48 @@ def _step(container: Any, segment: str) -> Any:
     return None
 
 
-def _get_path(document: Any, segments: list[str]) -> Any:
-    for segment in segments:
-        document = _step(document, segment)
-    return document
+def _put(container: Any, segment: str, value: Any) -> None:
+    if isinstance(container, dict):
+        container[segment] = value
+    elif isinstance(container, list) and segment.isdigit():
+        index = int(segment)
+        container.extend([None] * (index + 1 - len(container)))
+        container[index] = value
 
 
-def _set_path(document: Any, segments: list[str], value: Any) -> None:
+def _writable_parent(document: Any, segments: list[str], copied: set[int], *, create: bool) -> Any:
+    """The container that holds ``segments[-1]``, with every container on the way copied once
+    (so the pre-image is never changed); None when the path does not lead anywhere."""
+    node = document
     for segment in segments[:-1]:
-        child = _step(document, segment)
-        if child is None and isinstance(document, dict):
-            child = document[segment] = {}
-        document = child
+        child = _step(node, segment)
+        if child is None:
+            if not create or not isinstance(node, dict):
+                return None
+            child = {}
+        elif not isinstance(child, (dict, list)):
+            return None
+        elif id(child) not in copied:
+            child = dict(child) if isinstance(child, dict) else list(child)
+        copied.add(id(child))
+        _put(node, segment, child)
+        node = child
+    return node
+
+
+def _set_path(document: Any, segments: list[str], value: Any, copied: set[int]) -> None:
+    parent = _writable_parent(document, segments, copied, create=True)
+    if parent is not None:
+        _put(parent, segments[-1], value)
+
+
+def _remove_path(document: Any, segments: list[str], copied: set[int]) -> None:
+    parent = _writable_parent(document, segments, copied, create=False)
     last = segments[-1]
-    if isinstance(document, dict):
-        document[last] = value
-    elif isinstance(document, list) and last.isdigit():
-        index = int(last)
-        document.extend([None] * (index + 1 - len(document)))
-        document[index] = value
-
-
-def _remove_path(document: Any, segments: list[str]) -> None:
-    parent = _get_path(document, segments[:-1])
     if isinstance(parent, dict):
-        parent.pop(segments[-1], None)
-    elif isinstance(parent, list) and segments[-1].isdigit() and int(segments[-1]) < len(parent):
-        parent[int(segments[-1])] = None
+        parent.pop(last, None)
+    elif isinstance(parent, list) and last.isdigit() and int(last) < len(parent):
+        parent[int(last)] = None
 
 
 class ChangeSource:
@@ -160,6 +174,8 @@ class ChangeSource:
         self.storage = storage
         self.sink = sink
         self.resume_after: Document | None = None
+        # The position of the last change handed to the sink (None before the first).
+        self.last: Position | None = None
         self.ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._preparing: set[asyncio.Task[None]] = set()
@@ -188,6 +204,19 @@ class ChangeSource:
         except Exception as exc:
             log.warning("could not prepare store %s: %r", store, exc)
 
+    def _deliver(self, event: Document) -> None:
+        """Hand one event to the sink. Whatever one change holds, a failure here is logged and
+        skipped: it never stops or reopens the stream for the changes after it."""
+        try:
+            change = Change.from_event(event)
+            if change is None:
+                return
+            self.last = change.position
+            self._prepare(change.store)
+            self.sink(change)
+        except Exception:
+            log.exception("could not route a change of %r", (event.get("ns") or {}).get("coll"))
+
     async def _run(self) -> None:
         delay = 0.1
         while True:
@@ -201,10 +230,7 @@ class ChangeSource:
                         event = await stream.try_next()
                         self.resume_after = stream.resume_token or self.resume_after
                         if event is not None:
-                            change = Change.from_event(event)
-                            if change is not None:
-                                self._prepare(change.store)
-                                self.sink(change)
+                            self._deliver(event)
             except asyncio.CancelledError:
                 raise
             except ResumeExpired:

@@ -40,8 +40,9 @@ from urllib.parse import parse_qsl
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from app import jsonio
 from app.acl import Principal
-from app.errors import APIError, BadRequest, Internal
+from app.errors import APIError, BadRequest, Internal, Invalid
 from app.realtime.peers import Dispatcher, SocketAuthenticator
 
 logger = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ class EIO3Front:
     async def _on_event(self, peer: EIO3Peer, packet: _Packet) -> None:
         try:
             event, data = _event_args(packet.data)
-        except BadRequest as error:
+        except APIError as error:
             await _send_error(peer, packet.ack_id, error)
             return
         try:
@@ -258,8 +259,11 @@ def _parse_packet(text: str) -> _Packet:
 def _event_args(data: str) -> tuple[str, Any]:
     """The event name and its first argument from ``["name", arg, ...]``."""
     try:
-        args = orjson.loads(data)
-    except orjson.JSONDecodeError:
+        args = jsonio.loads(data)
+    except jsonio.OutOfRange as exc:
+        _, _, inner = exc.path.partition(".")
+        raise Invalid(inner or "body", "integers must fit in 64 bits") from None
+    except ValueError:
         raise BadRequest("Event data is not JSON") from None
     if not isinstance(args, list) or not args or not isinstance(args[0], str):
         raise BadRequest('An event must be ["name", data]')

@@ -57,15 +57,18 @@ class Rendered:
         self._encoded: dict[tuple[str, ...] | None, str] = {}
 
     def entity(self, only: tuple[str, ...] | None) -> dict[str, Any]:
-        if self._plain is None:
-            after = {k: v for k, v in (self.change.after or {}).items() if k != READERS}
-            self._plain = orjson.loads(jsonio.dumps(after))
-        return project(self._plain, only) if only else self._plain
+        """The entity as the subscriber sees it (BSON values not yet rendered)."""
+        after = self._plain
+        if after is None:
+            after = self._plain = {
+                k: v for k, v in (self.change.after or {}).items() if k != READERS
+            }
+        return project(after, only) if only else after
 
     def entity_json(self, only: tuple[str, ...] | None) -> str:
         encoded = self._encoded.get(only)
         if encoded is None:
-            encoded = self._encoded[only] = _text(self.entity(only))
+            encoded = self._encoded[only] = jsonio.dumps(self.entity(only)).decode()
         return encoded
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 from urllib.parse import parse_qsl
@@ -9,8 +10,9 @@ from urllib.parse import parse_qsl
 import orjson
 import socketio
 
+from app import jsonio
 from app.acl import Principal
-from app.errors import APIError, Unauthorized
+from app.errors import APIError, Invalid, Unauthorized
 from app.realtime.peers import Dispatcher, SocketAuthenticator
 
 log = logging.getLogger(__name__)
@@ -19,16 +21,36 @@ PING_INTERVAL_S = 25
 PING_TIMEOUT_S = 60
 
 
+class _OutOfRange:
+    """Stands for an event argument that held an integer beyond 64 bits; the event is answered
+    with 400 INVALID naming ``path`` instead of reaching the hub."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+
 class _OrjsonModule:
-    """The ``json`` interface python-socketio expects, backed by orjson."""
+    """The ``json`` interface python-socketio expects, backed by ``app.jsonio``."""
 
     @staticmethod
     def dumps(value: Any, **_: Any) -> str:
-        return orjson.dumps(value).decode()
+        try:
+            return orjson.dumps(value).decode()
+        except TypeError:  # python-socketio sets this module for clients in the process too
+            return json.dumps(value, separators=(",", ":"))
 
     @staticmethod
     def loads(text: str | bytes, **_: Any) -> Any:
-        return orjson.loads(text)
+        try:
+            return jsonio.loads(text)
+        except jsonio.OutOfRange as exc:
+            # An event packet is ["name", arg, ...]: keep the name so the event can be
+            # answered (with its ack), and replace the argument by the refusal.
+            parsed = orjson.loads(text)
+            if isinstance(parsed, list) and parsed and isinstance(parsed[0], str):
+                inner = exc.path.partition(".")[2]
+                return [parsed[0], _OutOfRange(inner or "body")]
+            raise
 
 
 class SioPeer:
@@ -107,6 +129,8 @@ def build_server(
         peer = peers.get(sid)
         if peer is None:
             return Unauthorized().body()
+        if isinstance(data, _OutOfRange):
+            return Invalid(data.path, "integers must fit in 64 bits").body()
         return await dispatcher.handle(peer, event, data)
 
     return server

@@ -345,3 +345,22 @@ async def test_other_protocol_versions_are_rejected_before_accept(server: Server
     with pytest.raises(InvalidStatus) as refused:
         await connect(server.url(eio="4"), open_timeout=TIMEOUT)
     assert refused.value.response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("frame", "named"),
+    [
+        ('425["subscribe",{"store":"notes","n":18446744073709551616}]', "n"),
+        ('425["subscribe",{"a":[1,-9223372036854775809]}]', "a.1"),
+        ('425["subscribe",1000000000000000000000000000000]', "body"),
+    ],
+)
+async def test_integers_beyond_64_bits_are_refused_naming_the_field(
+    server: Server, client: ClientConnection, frame: str, named: str
+) -> None:
+    handled = len(server.dispatcher.handled)
+    await client.send(frame)
+    [body] = await recv_json(client, "435")
+    assert_envelope(body, 400, "INVALID")
+    assert body["message"].startswith(f"{named}:")
+    assert len(server.dispatcher.handled) == handled  # never reached the dispatcher

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -72,3 +73,62 @@ def test_dumps_renders_bson_types():
 def test_loads_refuses_invalid_json():
     with pytest.raises(ValueError, match=r"."):
         jsonio.loads(b"{nope")
+
+
+def _deep(levels: int) -> object:
+    value: object = [1, "x", None]
+    for n in range(levels):
+        value = {"a": value, "n": n} if n % 2 else [value, True]
+    return value
+
+
+@pytest.mark.parametrize("levels", [0, 1, 10, 253, 254, 255, 300])
+def test_dumps_renders_any_depth_as_the_standard_library_would(levels):
+    value = _deep(levels)
+    assert json.loads(jsonio.dumps(value)) == value
+    assert json.loads(jsonio.safe_dumps(value)) == value
+
+
+def test_dumps_renders_depths_no_recursive_encoder_reaches():
+    value: object = 1
+    for _ in range(20000):
+        value = {"a": [value]}
+    assert jsonio.dumps(value) == b'{"a":[' * 20000 + b"1" + b"]}" * 20000
+
+
+def test_safe_dumps_matches_dumps_on_bson_values():
+    from bson import Decimal128, Regex
+
+    value = {
+        "id": ObjectId("65f0aaaaaaaaaaaaaaaaaaaa"),
+        "at": DatetimeMS(MOMENT),
+        "b": b"\x01",
+        "d": Decimal128("1.5"),
+        "r": Regex("^a"),
+        "s": "\u00e9\U0001f4a5",
+        "nan": float("nan"),
+        1: [],
+        "e": {},
+    }
+    assert jsonio.safe_dumps(value) == jsonio.dumps(value)
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("18446744073709551616", "body"),
+        ('{"n": -9223372036854775809}', "n"),
+        ('{"a": [0, {"b": 100000000000000000000}]}', "a.1.b"),
+    ],
+)
+def test_loads_refuses_integers_beyond_64_bits_naming_where(text, where):
+    for data in (text, text.encode()):
+        with pytest.raises(jsonio.OutOfRange) as caught:
+            jsonio.loads(data)
+        assert caught.value.path == where
+
+
+def test_loads_keeps_64_bit_integers_floats_and_long_digit_strings():
+    text = '{"a": 9223372036854775807, "b": -9223372036854775808, "c": "12345678901234567890"}'
+    assert jsonio.loads(text) == {"a": 2**63 - 1, "b": -(2**63), "c": "12345678901234567890"}
+    assert jsonio.loads("[1.2345678901234567890, 1e30]") == [1.2345678901234567, 1e30]

@@ -243,9 +243,10 @@ def test_bounds_are_inclusive_and_combine_with_after():
     assert q().bounds() == {}
 
 
-def test_projection_hides_readers_or_keeps_only_the_named_fields():
-    assert q().projection() == {"_readers": 0}
-    assert projection(None) == projection(()) == {"_readers": 0}
+def test_projection_is_none_for_whole_documents_or_keeps_only_the_named_fields():
+    # Whole documents: the entity layer drops ``_readers`` (tests/e2e checks it never shows).
+    assert q().projection() is None
+    assert projection(None) is None and projection(()) is None
     assert q(only="name,b.c").projection() == {"_id": 1, "name": 1, "b.c": 1}
     assert q(only="_id").projection() == {"_id": 1}
 

@@ -162,3 +162,33 @@ def test_string_lists_refused_naming_the_field(item):
     with pytest.raises(Invalid) as caught:
         validation.string_list(item, "branch")
     assert caught.value.field == "branch"
+
+
+def test_paths_have_a_segment_and_a_length_limit():
+    assert len(validation.path(".".join(["a"] * validation.MAX_PATH_SEGMENTS))) == 64
+    with pytest.raises(Invalid):
+        validation.path(".".join(["a"] * (validation.MAX_PATH_SEGMENTS + 1)))
+    with pytest.raises(Invalid):
+        validation.path("a" * (validation.MAX_PATH_LENGTH + 1))
+
+
+def wrapped(levels: int) -> object:
+    """A scalar inside ``levels`` objects."""
+    value: object = 1
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(("segments", "levels"), [(1, 63), (30, 34), (64, 0)])
+def test_a_value_under_a_dotted_key_counts_the_key_as_depth(segments, levels):
+    key = ".".join(["k"] * segments)
+    validation.value_at(key.split("."), wrapped(levels), key)
+    with pytest.raises(Invalid):
+        validation.value_at(key.split("."), wrapped(levels + 1), key)
+
+
+def test_string_lists_have_a_count_limit():
+    assert len(validation.string_list([str(n) for n in range(1000)], "access")) == 1000
+    with pytest.raises(Invalid):
+        validation.string_list([str(n) for n in range(1001)], "access")

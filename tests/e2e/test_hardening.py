@@ -1,0 +1,362 @@
+"""Hostile input from outside: deep documents and long dotted keys, integers beyond 64 bits,
+query operators in every position a client value reaches a filter, forged token ids, and
+entities that other programs wrote straight into the database."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import jwt
+import orjson
+import pytest
+from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
+
+from app import acl, validation
+from app.embedded import EmbeddedDatabase
+from tests.e2e.conftest import client_for, make_settings
+from tests.e2e.sockets import listening, token_of
+from tests.e2e.support import answers, running, seconds_until
+from tests.helpers import assert_api_error, unique
+
+pytestmark = pytest.mark.asyncio
+
+MAX = validation.MAX_DEPTH
+OPERATORS = [{"$ne": None}, {"$gt": ""}, {"$regex": ".*"}, {"$where": "1"}, {"$expr": {}}]
+
+
+def nested(levels: int, leaf: object = 1) -> object:
+    """A value with ``levels`` objects around ``leaf`` (``nested(0)`` is the leaf itself)."""
+    value = leaf
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+def dotted(segments: int) -> str:
+    return ".".join(["a"] * segments)
+
+
+async def raw_post(user, path: str, text: str):
+    return await user.client.post(
+        path, content=text.encode(), headers={"Content-Type": "application/json"}
+    )
+
+
+async def raw_patch(user, path: str, text: str):
+    return await user.client.patch(
+        path, content=text.encode(), headers={"Content-Type": "application/json"}
+    )
+
+
+# --- one depth rule: key segments plus value depth --------------------------------------------
+
+
+async def test_every_depth_the_api_accepts_is_written_and_read_back(make_user, store):
+    user = await make_user()
+    made = {}
+    for depth in range(1, MAX + 1):
+        response = await user.post(f"/api/v1/{store}", json={"v": nested(depth - 1)})
+        assert response.status_code == 201, (depth, response.text)
+        made[response.json()["_id"]] = depth
+    too_deep = await user.post(f"/api/v1/{store}", json={"v": nested(MAX)})
+    assert "deeper than 64" in assert_api_error(too_deep, 400, "INVALID")["message"]
+
+    listed = await user.get(f"/api/v1/{store}")
+    assert listed.status_code == 200
+    assert {e["_id"] for e in listed.json()} == set(made)
+    for entity_id in list(made)[-3:]:
+        assert (await user.get(f"/api/v1/{store}/{entity_id}")).status_code == 200
+    meta = await user.get(f"/api/v1/{store}", params={"meta": "true"})
+    assert meta.json()["count"] == MAX
+
+
+@pytest.mark.parametrize("segments", [1, 2, 63, 64, 65, 100, 250, 300, 1000])
+async def test_a_dotted_patch_key_counts_its_segments_as_depth(make_user, store, segments):
+    user = await make_user()
+    made = (await user.post(f"/api/v1/{store}", json={"keep": 1})).json()
+    path = f"/api/v1/{store}/{made['_id']}"
+    response = await user.patch(path, json={dotted(segments): 1})
+    if segments <= MAX:
+        assert response.status_code == 200, response.text
+    else:
+        body = assert_api_error(response, 400, "INVALID")
+        assert "64" in body["message"] or "1024 characters" in body["message"]
+        after = await user.get(path)
+        assert after.status_code == 200 and after.json() == made  # nothing written
+    assert (await user.get(f"/api/v1/{store}")).status_code == 200
+
+
+@pytest.mark.parametrize(("segments", "levels"), [(1, 63), (32, 32), (63, 1), (64, 0)])
+async def test_key_segments_plus_value_depth_up_to_the_limit_is_accepted(
+    make_user, store, segments, levels
+):
+    user = await make_user()
+    made = (await user.post(f"/api/v1/{store}", json={})).json()
+    path = f"/api/v1/{store}/{made['_id']}"
+    assert (await user.patch(path, json={dotted(segments): nested(levels)})).status_code == 200
+    over = await user.patch(path, json={dotted(segments): nested(levels + 1)})
+    assert_api_error(over, 400, "INVALID")
+    fetched = await user.get(path)
+    assert fetched.status_code == 200
+    assert jsonio_depth(fetched.json()) == MAX
+
+
+def jsonio_depth(value: object) -> int:
+    """Levels of objects and arrays around the deepest value."""
+    if isinstance(value, dict):
+        return 1 + max((jsonio_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((jsonio_depth(v) for v in value), default=0)
+    return 0
+
+
+async def test_paths_in_only_have_a_segment_and_length_limit(make_user, store):
+    user = await make_user()
+    await user.post(f"/api/v1/{store}", json={"a": 1})
+    assert (await user.get(f"/api/v1/{store}", params={"only": dotted(MAX)})).status_code == 200
+    for only in (dotted(MAX + 1), "x" * (validation.MAX_PATH_LENGTH + 1)):
+        assert_api_error(await user.get(f"/api/v1/{store}", params={"only": only}), 400, "INVALID")
+
+
+# --- stored entities nobody can make unreadable ---------------------------------------------
+
+
+@pytest.fixture
+async def odd_entities(app, admin, store):
+    """Entities written straight into the database, as another program might: nesting the API
+    would refuse, and BSON types the API never writes. All readable by everyone."""
+    collection = app.state.services.storage.store(store)
+    await app.state.services.storage.prepare_store(store)
+    readers = acl.readers_of(admin.id, None, ["*"], [])
+    base = {"owner": admin.id, "group": None, "access": ["*"], "branch": [], acl.READERS: readers}
+    documents = [{"_id": ObjectId(), "depth": d, "v": nested(d), **base} for d in (63, 64, 65, 100)]
+    documents += [{"_id": ObjectId(), "depth": d, "v": nested(d), **base} for d in (200, 300, 500)]
+    documents.append(
+        {
+            "_id": ObjectId(),
+            "depth": 0,
+            "decimal": Decimal128("1.5"),
+            "regex": Regex("^a", "i"),
+            "binary": Binary(b"\x00\x01", 4),
+            "code": Code("function () {}"),
+            "min": MinKey(),
+            "max": MaxKey(),
+            "ts": Timestamp(1, 2),
+            "long": Int64(2**62),
+            "nan": float("nan"),
+            "nested": [[[{"deep": [1, [2, [3]]]}]]],
+            **base,
+        }
+    )
+    for document in documents:
+        await collection.insert_one(document)
+    return [str(d["_id"]) for d in documents]
+
+
+async def test_odd_stored_entities_read_by_id_in_lists_and_meta(make_user, store, odd_entities):
+    user = await make_user()
+    for entity_id in odd_entities:
+        response = await user.get(f"/api/v1/{store}/{entity_id}")
+        assert response.status_code == 200, (odd_entities.index(entity_id), response.text)
+        assert response.json()["_id"] == entity_id
+    listed = await user.get(f"/api/v1/{store}")
+    assert listed.status_code == 200
+    assert [e["_id"] for e in orjson.loads(listed.content)] == odd_entities  # whole, in order
+    paged = await user.get(f"/api/v1/{store}", params={"limit": "2", "offset": "3"})
+    assert [e["_id"] for e in paged.json()] == odd_entities[3:5]
+    # The embedded database cannot project documents nested ~300 deep (MongoDB would not
+    # have stored them): ``only`` is checked on the others.
+    projected = await user.get(f"/api/v1/{store}", params={"only": "v.a.a", "limit": "5"})
+    assert projected.status_code == 200
+    assert [e["v"]["a"]["a"] for e in projected.json()] == [
+        nested(d - 2) for d in (63, 64, 65, 100, 200)
+    ]
+    meta = (await user.get(f"/api/v1/{store}", params={"meta": "true"})).json()
+    assert meta["count"] == len(odd_entities)
+    assert meta["first"]["_id"] == odd_entities[0] and meta["last"]["_id"] == odd_entities[-1]
+    deepest = (await user.get(f"/api/v1/{store}/{odd_entities[5]}")).json()
+    assert jsonio_depth(deepest["v"]) == 300
+
+
+async def test_odd_entities_reach_subscribers_and_the_stream_goes_on(
+    app, live, admin, make_user, store
+):
+    user = await make_user()
+    collection = app.state.services.storage.store(store)
+    await app.state.services.storage.prepare_store(store)
+    readers = acl.readers_of(admin.id, None, ["*"], [])
+    base = {"owner": admin.id, "group": None, "access": ["*"], "branch": [], acl.READERS: readers}
+    async with listening(live.url, auth={"token": token_of(user)}) as socket:
+        await socket.subscribe(store=store)
+        ids = []
+        for depth in (63, 64, 65, 100, 300):
+            document = {"_id": ObjectId(), "v": nested(depth), "d": Decimal128("2"), **base}
+            await collection.insert_one(document)
+            ids.append(str(document["_id"]))
+        await collection.update_one({"_id": ObjectId(ids[-1])}, {"$set": {"v.a.a": 7}})
+        await collection.delete_one({"_id": ObjectId(ids[-2])})
+        # An ordinary write after the odd ones still arrives: the stream never stalled.
+        made = (await user.post(f"/api/v1/{store}", json={"access": ["*"], "after": 1})).json()
+        seen = [await socket.next() for _ in range(len(ids) + 3)]
+    assert [(e["op"], e["id"]) for e in seen] == [
+        *[("create", i) for i in ids],
+        ("update", ids[-1]),
+        ("delete", ids[-2]),
+        ("create", made["_id"]),
+    ]
+    assert jsonio_depth(seen[4]["entity"]["v"]) == 300
+    assert seen[5]["entity"]["v"]["a"]["a"] == 7
+
+
+# --- integers beyond 64 bits ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ('{"n": 18446744073709551616}', "n"),
+        ('{"n": 9223372036854775808}', "n"),
+        ('{"n": -9223372036854775809}', "n"),
+        ('{"n": 1000000000000000000000000000000}', "n"),
+        ('{"a": {"b": [1, 2, 100000000000000000000]}}', "a.b.2"),
+    ],
+)
+async def test_integer_literals_beyond_64_bits_are_refused(make_user, store, text, named):
+    user = await make_user()
+    body = assert_api_error(await raw_post(user, f"/api/v1/{store}", text), 400, "INVALID")
+    assert body["message"].startswith(f"{named}:") and "64 bits" in body["message"]
+    made = (await user.post(f"/api/v1/{store}", json={"n": 1})).json()
+    path = f"/api/v1/{store}/{made['_id']}"
+    assert_api_error(await raw_patch(user, path, text), 400, "INVALID")
+    assert (await user.get(path)).json() == made
+    assert len((await user.get(f"/api/v1/{store}")).json()) == 1
+
+
+async def test_integers_at_the_64_bit_edges_and_long_floats_are_kept(make_user, store):
+    user = await make_user()
+    text = (
+        '{"hi": 9223372036854775807, "lo": -9223372036854775808, "f": 1.2345678901234567890,'
+        ' "e": 1e300, "s": "123456789012345678901234567890"}'
+    )
+    response = await raw_post(user, f"/api/v1/{store}", text)
+    assert response.status_code == 201, response.text
+    entity = (await user.get(response.headers["location"])).json()
+    assert entity["hi"] == 2**63 - 1 and entity["lo"] == -(2**63)
+    assert entity["e"] == 1e300 and entity["s"] == "123456789012345678901234567890"
+
+
+async def test_big_integers_elsewhere_are_refused_too(client, admin):
+    for path in ("/api/v1/_users", "/api/v1/_tokens", "/api/v1/auth/token"):
+        response = await raw_post(admin, path, '{"login": 18446744073709551616}')
+        assert_api_error(response, 400, "INVALID")
+
+
+async def test_socket_messages_with_big_integers_are_refused(live, make_user, store):
+    user = await make_user()
+    async with listening(live.url, auth={"token": token_of(user)}) as socket:
+        ack = await socket.subscribe(store=store, n=10**30)
+        assert ack["success"] is False and ack["error"] == "INVALID"
+        assert ack["message"].startswith("n:")
+        assert (await socket.subscribe(store=store))["success"] is True
+
+
+# --- operators are data, never operators -------------------------------------------------------
+
+
+@pytest.mark.parametrize("operator", OPERATORS)
+@pytest.mark.parametrize("field", ["owner", "group", "access", "branch", "_id", "createdAt"])
+async def test_operators_in_patch_protected_fields_are_refused(make_user, store, field, operator):
+    user = await make_user(groups=["g"])
+    made = (await user.post(f"/api/v1/{store}", json={"stage": "a"})).json()
+    path = f"/api/v1/{store}/{made['_id']}"
+    response = await user.patch(path, json={field: operator, "stage": "x"})
+    assert_api_error(response, 400, "INVALID")
+    assert (await user.get(path)).json() == made
+
+
+@pytest.mark.parametrize("operator", OPERATORS)
+@pytest.mark.parametrize("field", ["owner", "group", "access", "branch"])
+async def test_operators_in_access_changes_are_refused(make_user, store, field, operator):
+    user = await make_user(groups=["g"])
+    made = (await user.post(f"/api/v1/{store}", json={})).json()
+    path = f"/api/v1/{store}/{made['_id']}"
+    assert_api_error(await user.put(f"{path}/access", json={field: operator}), 400, "INVALID")
+    assert (await user.get(path)).json() == made
+
+
+@pytest.mark.parametrize("operator", OPERATORS)
+async def test_operators_in_sign_in_users_and_tokens_are_refused(
+    client, admin, make_user, operator
+):
+    user = await make_user()
+    for login, password in ((operator, user.password), (user.login, operator)):
+        for path in ("/api/v1/auth", "/api/v1/auth/token"):
+            response = await client.post(path, json={"login": login, "password": password})
+            assert_api_error(response, 400, "BAD_REQUEST")
+    for field in ("login", "password", "name", "groups", "branches", "admin"):
+        body = {"login": unique("op"), "password": "password-12345", field: operator}
+        assert_api_error(await admin.post("/api/v1/_users", json=body), 400, "INVALID")
+    for field in ("name", "groups", "disabled"):
+        response = await admin.patch(f"/api/v1/_users/{user.id}", json={field: operator})
+        assert_api_error(response, 400, "INVALID")
+    for field in ("name", "expiresIn"):
+        body = {"name": "t", field: operator}
+        assert_api_error(await user.post("/api/v1/_tokens", json=body), 400, "INVALID")
+
+
+@pytest.mark.parametrize("operator", OPERATORS)
+@pytest.mark.parametrize("option", ["store", "id", "only", "resume"])
+async def test_operators_in_subscribe_options_are_refused(live, make_user, store, option, operator):
+    user = await make_user()
+    options = {"store": store, option: operator}
+    async with listening(live.url, auth={"token": token_of(user)}) as socket:
+        ack = await socket.subscribe(**options)
+        assert ack["success"] is False and ack["code"] == "400", ack
+
+
+async def test_an_operator_value_in_a_body_is_stored_as_nothing_and_matches_nothing(
+    make_user, store
+):
+    user = await make_user()
+    # Keys starting with $ never reach the database; plain values that look like operators
+    # are text.
+    assert_api_error(await user.post(f"/api/v1/{store}", json={"a": {"$ne": 1}}), 400, "INVALID")
+    made = (await user.post(f"/api/v1/{store}", json={"a": "$ne"})).json()
+    assert (await user.get(f"/api/v1/{store}/{made['_id']}")).json()["a"] == "$ne"
+
+
+# --- credentials ------------------------------------------------------------------------------
+
+
+async def test_a_known_token_id_with_another_subject_is_refused(admin, make_user, settings):
+    victim, attacker = await make_user(), await make_user()
+    assert (await attacker.get("/api/v1/_me")).json()["id"] == attacker.id  # cached now
+    claims = jwt.decode(token_of(attacker), options={"verify_signature": False})
+    forged = jwt.encode({**claims, "sub": victim.id}, settings.app_secret, algorithm="HS256")
+    response = await attacker.get("/api/v1/_me", headers={"Authorization": f"Bearer {forged}"})
+    assert_api_error(response, 401, "UNAUTHORIZED")
+    assert (await attacker.get("/api/v1/_me")).json()["id"] == attacker.id
+
+
+async def test_healthz_answers_503_within_a_second_while_the_database_is_down(tmp_path):
+    database = EmbeddedDatabase(tmp_path / "db", log_path=tmp_path / "secantusd.log")
+    await asyncio.to_thread(database.start)
+    try:
+        settings = make_settings(database.url, tmp_path / "data")
+        async with running(settings) as app, client_for(app) as http:
+            assert (await http.get("/healthz")).status_code == 200
+            await asyncio.to_thread(database.stop)
+            for _ in range(3):
+                started = time.monotonic()
+                response = await http.get("/healthz")
+                elapsed = time.monotonic() - started
+                assert_api_error(response, 503, "UNAVAILABLE")
+                assert response.headers["retry-after"]
+                assert elapsed < 1.5, elapsed
+            # Back before the app closes its client (the driver leaks a socket when a client
+            # is closed while its server is down).
+            await asyncio.to_thread(database.start)
+            await seconds_until(lambda: answers(http, 200, "/healthz"), limit=10.0)
+    finally:
+        await asyncio.to_thread(database.stop)
