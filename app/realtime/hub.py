@@ -6,9 +6,12 @@ an event only if they may read the entity after the change (create, update, ente
 read it before (delete, leave); entities are projected by the subscription's ``only``.
 
 Resume: a ``subscribe`` carrying the ``resume`` token of the last event a client received
-first replays, from a stream of its own, every later change of that store; live changes that
-arrive meanwhile are held back and released after the replay without duplicates, so the
-client sees one ordered sequence with no gap.
+first replays, from a stream of its own, the changes of that store between the token and a
+fixed end: the last change the live source had handed over when the subscribe arrived. Live
+changes after that end are held back meanwhile and released after the replay, so the client
+sees one ordered sequence with no gap and no duplicate, and the replay ends however fast
+writes continue. Each subscription's events wait for its own ack; the socket's other
+subscriptions keep receiving. What a replay holds is bounded (``QUEUE_LIMIT``).
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from bson import ObjectId
 from bson.timestamp import Timestamp
 
 from app import validation
-from app.acl import READERS, Principal
-from app.errors import APIError, BadRequest, Conflict, Internal, Invalid, NotFound
+from app.acl import Principal, readers_in
+from app.errors import APIError, BadRequest, Conflict, Internal, Invalid, NotFound, ResumeExpired
 from app.query import only_fields
 from app.realtime.changes import STORE_EVENTS, Change, ChangeSource, Position
 from app.realtime.events import Rendered, encode, operation
@@ -52,11 +55,34 @@ class Subscription:
     store: str
     entity_id: ObjectId | None
     only: tuple[str, ...] | None
-    live: bool = True
+    live: bool = True  # False while a resume replays: live changes wait in ``held``
     held: list[Change] = field(default_factory=list)
+    acked: bool = False  # False until the subscribe's ack is on its way: events wait
+    pending: list[str] = field(default_factory=list)
 
     def wants(self, change: Change) -> bool:
         return self.entity_id is None or self.entity_id == change.id
+
+    def deliver(self, payload: str) -> None:
+        if self.acked:
+            self.client.push(payload)
+        elif len(self.pending) < QUEUE_LIMIT:
+            self.pending.append(payload)
+        else:
+            self.client.close()
+
+    def hold(self, change: Change) -> None:
+        if len(self.held) < QUEUE_LIMIT:
+            self.held.append(change)
+        else:
+            self.client.close()  # too far behind; the client resumes from its last token
+
+    def ack(self) -> None:
+        """The ack has been queued: what waited for it follows, in order."""
+        self.acked = True
+        for payload in self.pending:
+            self.client.push(payload)
+        self.pending.clear()
 
 
 class Client:
@@ -67,9 +93,6 @@ class Client:
         self.peer = peer
         self.subscriptions: dict[str, Subscription] = {}
         self.queue: asyncio.Queue[str] = asyncio.Queue()
-        self.release = asyncio.Event()  # cleared while a subscribe is waiting for its ack
-        self.release.set()
-        self.holds = 0
         self._closer: asyncio.Task[None] | None = None
         self.set_principal(peer.principal)
         self.sender = asyncio.create_task(self._send_loop(), name="socket-sender")
@@ -81,16 +104,7 @@ class Client:
     def may_read(self, document: dict[str, Any] | None) -> bool:
         if document is None:
             return False
-        return self.principal.admin or not self.keys.isdisjoint(document.get(READERS) or ())
-
-    def hold(self) -> None:
-        self.holds += 1
-        self.release.clear()
-
-    def unhold(self) -> None:
-        self.holds -= 1
-        if self.holds == 0:
-            self.release.set()
+        return self.principal.admin or not self.keys.isdisjoint(readers_in(document))
 
     def close(self) -> None:
         """Disconnect the socket, once, without waiting for it."""
@@ -106,7 +120,6 @@ class Client:
     async def _send_loop(self) -> None:
         while True:
             payload = await self.queue.get()
-            await self.release.wait()
             await self.peer.emit_encoded("change", payload)
 
 
@@ -190,11 +203,15 @@ class Hub:
             if not sub.wants(change):
                 continue
             if not sub.live:
-                sub.held.append(change)
+                sub.hold(change)
                 continue
-            payload = subscriber_event(sub, rendered)
+            try:
+                payload = subscriber_event(sub, rendered)
+            except Exception:  # one odd document never stops the others' events
+                log.exception("could not render a change of %s for a subscriber", change.store)
+                continue
             if payload is not None:
-                sub.client.push(payload)
+                sub.deliver(payload)
 
     # --- events ----------------------------------------------------------------------------
 
@@ -220,21 +237,21 @@ class Hub:
             await services.entities.get(store, entity_id, client.principal)  # 404 if unreadable
 
         sub = Subscription(secrets.token_hex(8), client, store, entity_id, only)
-        client.hold()  # nothing of this subscription goes out before its ack
-        try:
-            if resume is not None:
-                sub.live = False
-                self._add(sub)
-                try:
-                    await self._replay(sub, resume)
-                except BaseException:
-                    self._remove(sub)
-                    raise
-            else:
-                self._add(sub)
-        finally:
-            # Released on the next loop turn, after the front has queued the ack.
-            asyncio.get_running_loop().call_soon(client.unhold)
+        if resume is not None:
+            # No await between reading the end and adding the subscription: every change
+            # after ``end`` reaches ``held``, every one up to it comes from the replay.
+            end = self.source.last if self.source is not None else None
+            sub.live = False
+            self._add(sub)
+            try:
+                await self._replay(sub, resume, end)
+            except BaseException:
+                self._remove(sub)
+                raise
+        else:
+            self._add(sub)
+        # Run on the next loop turn, after the front has queued the ack.
+        asyncio.get_running_loop().call_soon(sub.ack)
         return {"success": True, "subscription": sub.id}
 
     def _unsubscribe(self, client: Client, data: Any) -> dict[str, Any]:
@@ -245,10 +262,12 @@ class Hub:
         self._remove(sub)
         return {"success": True}
 
-    async def _replay(self, sub: Subscription, resume: Position) -> None:
-        """Deliver what ``sub`` missed after ``resume``, then release what was held back."""
+    async def _replay(self, sub: Subscription, resume: Position, end: Position | None) -> None:
+        """Deliver what ``sub`` missed after ``resume`` up to ``end`` (the live source's last
+        change when the subscribe arrived), then release what was held back after it."""
         services = self._services()
         last: Timestamp = resume.time
+        replayed = 0
         pipeline = [*STORE_EVENTS, {"$match": {"ns.coll": sub.store}}]
         async with change_stream(
             services.storage, pipeline, {"_data": resume.data}, max_await_ms=50
@@ -260,17 +279,28 @@ class Hub:
                 change = Change.from_event(event)
                 if change is None:
                     continue
-                last = max(last, change.position.time)
+                time = change.position.time
+                if end is not None and time > end.time:
+                    break  # the live source handed this one over after the subscribe: held
+                if sub.held and time >= sub.held[0].position.time:
+                    break  # from here on the held changes take over
+                last = max(last, time)
+                replayed += 1
+                if replayed > QUEUE_LIMIT:
+                    raise ResumeExpired(
+                        f"More than {QUEUE_LIMIT} changes were missed; reload by REST and "
+                        "subscribe again"
+                    )
                 if sub.wants(change):
                     payload = subscriber_event(sub, Rendered(change))
                     if payload is not None:
-                        sub.client.push(payload)
+                        sub.deliver(payload)
         # Everything up to ``last`` came from the replay; what was held after it goes next.
         for change in sub.held:
             if change.position.time > last:
                 payload = subscriber_event(sub, Rendered(change))
                 if payload is not None:
-                    sub.client.push(payload)
+                    sub.deliver(payload)
         sub.held.clear()
         sub.live = True
 

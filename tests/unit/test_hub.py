@@ -143,3 +143,96 @@ async def test_detach_forgets_the_clients_subscriptions_entirely():
     assert set(hub.by_store) == {"store0", "store1"}
     await hub.detach(peer)
     assert hub.by_store == {} and hub.clients == {}
+
+
+class _EndlessStream:
+    """A change stream that never runs dry, as under steady writes: every read returns the
+    next insert, one cluster second later."""
+
+    def __init__(self, start: int):
+        self.next_time = start
+
+    async def try_next(self) -> dict[str, Any]:
+        import asyncio
+
+        await asyncio.sleep(0)  # like a real read, it lets the loop run (and time out)
+        self.next_time += 1
+        return _insert_event(self.next_time)
+
+
+def _insert_event(seconds: int) -> dict[str, Any]:
+    doc = _doc(access=["*"], n=seconds)
+    doc["_id"] = ObjectId()
+    return {
+        "operationType": "insert",
+        "ns": {"db": "x", "coll": "orders"},
+        "documentKey": {"_id": doc["_id"]},
+        "fullDocument": doc,
+        "clusterTime": Timestamp(seconds, 1),
+        "wallTime": None,
+        "_id": {"_data": f"{seconds:08x}"},
+    }
+
+
+async def test_a_replay_ends_at_the_live_position_even_when_the_stream_never_runs_dry(
+    monkeypatch,
+):
+    import asyncio
+    import contextlib
+    from types import SimpleNamespace
+
+    from app.realtime import hub as hub_module
+
+    @contextlib.asynccontextmanager
+    async def endless(storage, pipeline, resume_after=None, max_await_ms=None):
+        yield _EndlessStream(int(resume_after["_data"], 16))
+
+    monkeypatch.setattr(hub_module, "change_stream", endless)
+    hub = hub_module.Hub()
+    hub.services = SimpleNamespace(storage=None)  # type: ignore[assignment]
+    # The live source has handed over everything up to cluster second 1,000,030.
+    end = Change.from_event(_insert_event(1_000_030))
+    assert end is not None
+    hub.source = SimpleNamespace(last=end.position)  # type: ignore[assignment]
+    peer = _RecordingPeer(OWNER)
+    hub.attach(peer)  # type: ignore[arg-type]
+    client = hub.clients[id(peer)]
+    assert client.peer is peer
+    try:
+        resume = Position(Timestamp(1_000_000, 1), f"{1_000_000:08x}")
+        ack = await asyncio.wait_for(
+            hub.handle(peer, "subscribe", {"store": "orders", "resume": resume.token()}),  # type: ignore[arg-type]
+            2.0,
+        )
+        assert ack["success"] is True
+        sub = client.subscriptions[ack["subscription"]]
+        for _ in range(5):
+            await asyncio.sleep(0)  # the ack's turn: what waited for it goes out
+        assert sub.live and sub.acked and not sub.held
+        replayed = [orjson_loads(p)["entity"]["n"] for p in peer.sent]
+        assert replayed == list(range(1_000_001, 1_000_031))  # up to the end, not beyond
+        # Live changes after the end arrive through the source as usual.
+        later = Change.from_event(_insert_event(1_000_031))
+        assert later is not None
+        hub.publish(later)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert orjson_loads(peer.sent[-1])["entity"]["n"] == 1_000_031
+        assert len(peer.sent) == 31
+    finally:
+        await hub.detach(peer)  # type: ignore[arg-type]
+
+
+class _RecordingPeer(_Peer):
+    def __init__(self, principal: Principal):
+        super().__init__(principal)
+        self.sent: list[str] = []
+
+    async def emit_encoded(self, event: str, data: str) -> None:
+        self.sent.append(data)
+
+
+def orjson_loads(payload: str) -> dict[str, Any]:
+    import orjson
+
+    return dict(orjson.loads(payload))
