@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
+from app.admission import Admission
 from app.api import routes
 from app.errors import APIError
 from app.middleware import RequestContext, api_error_handler, http_error_handler
@@ -58,6 +59,7 @@ def create_app(settings: Settings) -> Starlette:
             cors_origins=settings.cors_origins,
             max_message_bytes=settings.max_body_bytes,
         ),
+        Middleware(Admission, limits=settings.limits()),  # API requests only, not sockets
     ]
     if settings.cors_origins:
         middleware.append(

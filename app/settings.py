@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.admission import Limits
+
 DEFAULTS: dict[str, str] = {
     "HOST": "127.0.0.1",
     "PORT": "8000",
@@ -22,6 +24,11 @@ DEFAULTS: dict[str, str] = {
     "MAX_BODY_BYTES": str(1024 * 1024),
     "CORS_ORIGINS": "",
     "LOG_LEVEL": "info",
+    "MAX_CONCURRENT_READS": "64",
+    "MAX_CONCURRENT_WRITES": "32",
+    "MAX_CONCURRENT_LISTS": "4",
+    "ADMISSION_WAIT_MS": "100",
+    "DB_TIMEOUT_MS": "10000",
 }
 
 
@@ -55,6 +62,11 @@ class Settings:
     max_body_bytes: int
     cors_origins: tuple[str, ...]
     log_level: str
+    max_concurrent_reads: int = 64
+    max_concurrent_writes: int = 32
+    max_concurrent_lists: int = 4
+    admission_wait_ms: int = 100
+    db_timeout_ms: int = 10000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,6 +91,20 @@ class Settings:
             max_body_bytes=_positive_int(env, "MAX_BODY_BYTES"),
             cors_origins=origins,
             log_level=get("LOG_LEVEL").lower(),
+            max_concurrent_reads=_positive_int(env, "MAX_CONCURRENT_READS"),
+            max_concurrent_writes=_positive_int(env, "MAX_CONCURRENT_WRITES"),
+            max_concurrent_lists=_positive_int(env, "MAX_CONCURRENT_LISTS"),
+            admission_wait_ms=_positive_int(env, "ADMISSION_WAIT_MS"),
+            db_timeout_ms=_positive_int(env, "DB_TIMEOUT_MS"),
+        )
+
+    def limits(self) -> Limits:
+        return Limits(
+            reads=self.max_concurrent_reads,
+            writes=self.max_concurrent_writes,
+            lists=self.max_concurrent_lists,
+            wait_s=self.admission_wait_ms / 1000,
+            db_timeout_s=self.db_timeout_ms / 1000,
         )
 
     def signing_secret(self) -> str:

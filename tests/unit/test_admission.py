@@ -1,0 +1,131 @@
+"""Admission: which lane a request takes, how a full lane sheds, and that a client who goes
+away cancels its request's work, driven through the ASGI interface."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from app.admission import Admission, Lane, Limits, lane_name
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "lane"),
+    [
+        ("GET", "/api/v1/orders", "list"),
+        ("GET", "/api/v1/orders/", "list"),
+        ("HEAD", "/api/v1/orders", "list"),
+        ("GET", "/api/v1/orders/65f0aaaaaaaaaaaaaaaaaaaa", "read"),
+        ("GET", "/api/v1/_users", "read"),
+        ("GET", "/api/v1/_me", "read"),
+        ("POST", "/api/v1/orders", "write"),
+        ("PATCH", "/api/v1/orders/1", "write"),
+        ("DELETE", "/api/v1/orders/1", "write"),
+        ("POST", "/api/v1/auth", "write"),
+        ("GET", "/healthz", None),
+        ("GET", "/socket.io/", None),
+        ("POST", "/socket.io/", None),
+    ],
+)
+def test_lanes(method, path, lane):
+    assert lane_name(method, path) == lane
+
+
+async def test_a_full_lane_admits_as_many_waiters_as_slots_then_sheds():
+    lane = Lane("list", 2)
+    assert await lane.enter(0.05) and await lane.enter(0.05)
+    waiting = [asyncio.create_task(lane.enter(1.0)) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    assert [t.done() for t in waiting] == [False, False, True]  # the third is shed at once
+    assert waiting[2].result() is False
+    lane.leave()
+    assert await waiting[0] is True
+    lane.leave()
+    assert await waiting[1] is True  # waiters are served in order
+
+
+async def test_a_waiter_gives_up_after_the_wait():
+    lane = Lane("write", 1)
+    assert await lane.enter(0.05)
+    started = asyncio.get_running_loop().time()
+    assert await lane.enter(0.05) is False
+    assert asyncio.get_running_loop().time() - started < 0.5
+    lane.leave()
+    assert await lane.enter(0.05)
+
+
+def _app(events: list[str]) -> Starlette:
+    async def slow(request: Request) -> JSONResponse:
+        events.append("started")
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            events.append("cancelled")
+            raise
+        return JSONResponse({"ok": True})
+
+    async def echo(request: Request) -> JSONResponse:
+        return JSONResponse({"got": len(await request.body())})
+
+    routes = [Route("/api/v1/slow/{x}", slow), Route("/api/v1/x", echo, methods=["POST"])]
+    return Starlette(routes=routes)
+
+
+async def _call(app: Any, method: str, path: str, messages: list[dict[str, Any]]):
+    scope = {"type": "http", "method": method, "path": path, "headers": [], "query_string": b"",
+             "http_version": "1.1", "scheme": "http", "server": ("t", 80), "client": ("c", 1),
+             "root_path": "", "raw_path": path.encode(), "asgi": {"version": "3.0"}}  # fmt: skip
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for message in messages:
+        queue.put_nowait(message)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return await queue.get()
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    return queue, sent, asyncio.create_task(app(scope, receive, send))
+
+
+async def test_a_client_that_goes_away_cancels_its_request():
+    events: list[str] = []
+    app = Admission(_app(events), Limits(reads=1))
+    queue, sent, task = await _call(
+        app, "GET", "/api/v1/slow/1", [{"type": "http.request", "body": b"", "more_body": False}]
+    )
+    await asyncio.sleep(0.05)
+    assert events == ["started"]
+    # Meanwhile the lane is full: another read is shed with a 503.
+    _, shed, other = await _call(
+        app, "GET", "/api/v1/slow/2", [{"type": "http.request", "body": b""}]
+    )
+    await asyncio.wait_for(other, 1)
+    assert shed[0]["status"] == 503
+    assert dict(shed[0]["headers"])[b"retry-after"] == b"1"
+    assert orjson.loads(shed[1]["body"])["error"] == "UNAVAILABLE"
+
+    queue.put_nowait({"type": "http.disconnect"})
+    await asyncio.wait_for(task, 1)  # returns quietly, nothing sent
+    assert events == ["started", "cancelled"] and sent == []
+    assert app.lanes["read"].running == 0
+
+
+async def test_bodies_are_read_by_the_app_and_the_request_completes():
+    app = Admission(_app([]), Limits())
+    chunks = [
+        {"type": "http.request", "body": b"ab", "more_body": True},
+        {"type": "http.request", "body": b"cde", "more_body": False},
+    ]
+    _, sent, task = await _call(app, "POST", "/api/v1/x", chunks)
+    await asyncio.wait_for(task, 1)
+    assert sent[0]["status"] == 200 and orjson.loads(sent[1]["body"]) == {"got": 5}
+    assert app.lanes["write"].running == 0
