@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import pymongo
 from bson import ObjectId
 from bson.timestamp import Timestamp
 
@@ -181,7 +182,11 @@ class Hub:
             if client is None:
                 raise BadRequest("Not connected")
             if event == "subscribe":
-                return await self._subscribe(client, data)
+                # The same deadline for its database work as a REST request has.
+                services = self._services()
+                deadline = services.storage.request_timeout(services.settings.db_timeout_ms / 1000)
+                with pymongo.timeout(deadline):
+                    return await self._subscribe(client, data)
             if event == "unsubscribe":
                 return self._unsubscribe(client, data)
             raise NotFound(f"Unknown event {event!r}; use subscribe or unsubscribe")

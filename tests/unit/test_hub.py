@@ -189,7 +189,10 @@ async def test_a_replay_ends_at_the_live_position_even_when_the_stream_never_run
 
     monkeypatch.setattr(hub_module, "change_stream", endless)
     hub = hub_module.Hub()
-    hub.services = SimpleNamespace(storage=None)  # type: ignore[assignment]
+    hub.services = SimpleNamespace(  # type: ignore[assignment]
+        storage=SimpleNamespace(request_timeout=lambda wanted: wanted),
+        settings=SimpleNamespace(db_timeout_ms=10_000),
+    )
     # The live source has handed over everything up to cluster second 1,000,030.
     end = Change.from_event(_insert_event(1_000_030))
     assert end is not None

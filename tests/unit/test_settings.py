@@ -87,3 +87,22 @@ def test_app_secret_wins_over_the_generated_one(tmp_path: Path) -> None:
 
     Settings.from_env({"DATA_DIR": str(tmp_path)}).signing_secret()  # generates one
     assert Settings.from_env(env).signing_secret() == "from-the-environment"
+
+
+def test_load_limits_default_and_from_the_environment() -> None:
+    limits = Settings.from_env({}).limits()
+    assert (limits.reads, limits.writes, limits.lists) == (64, 32, 4)
+    assert limits.wait_s == 0.1 and limits.db_timeout_s == 10.0
+    env = {
+        "MAX_CONCURRENT_READS": "8",
+        "MAX_CONCURRENT_WRITES": "4",
+        "MAX_CONCURRENT_LISTS": "1",
+        "ADMISSION_WAIT_MS": "250",
+        "DB_TIMEOUT_MS": "1500",
+    }
+    limits = Settings.from_env(env).limits()
+    assert (limits.reads, limits.writes, limits.lists) == (8, 4, 1)
+    assert limits.wait_s == 0.25 and limits.db_timeout_s == 1.5
+    for name in env:
+        with pytest.raises(SettingsError):
+            Settings.from_env({name: "0"})
