@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import signal
 import sys
 from types import FrameType
+from typing import Any
 
 import uvicorn
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from app import logs
 from app.embedded import EmbeddedDatabase, EmbeddedDatabaseError
@@ -49,16 +52,30 @@ def main() -> int:
                 f"database: embedded SecantusDB at {database.url} (pid {database.pid}), "
                 f"data in {database.storage_path}, log in {database.log_path}"
             )
-        config = uvicorn.Config(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            proxy_headers=True,
-            ws="websockets-sansio",  # the plain "websockets" protocol is deprecated in uvicorn
-            ws_max_size=settings.max_body_bytes,
-            lifespan="on",  # a failing startup (database unreachable) must stop the server
-        )
+        options: dict[str, Any] = {
+            "host": settings.host,
+            "port": settings.port,
+            "log_level": settings.log_level,
+            "proxy_headers": True,
+            # "auto" picks uvloop and httptools (installed with the project) where they run.
+            "loop": "auto",
+            "http": "auto",
+            "ws": "websockets-sansio",  # the plain "websockets" protocol is deprecated
+            "ws_max_size": settings.max_body_bytes,
+            "lifespan": "on",  # a failing startup (database unreachable) must stop the server
+        }
+        if settings.workers > 1:
+            # Each worker builds its own app (its own change stream and hub) from the
+            # environment; the database URL, embedded or not, goes to them through it.
+            os.environ["MONGODB_URL"] = settings.mongodb_url
+            config = uvicorn.Config(
+                "app.main:app_from_env", factory=True, workers=settings.workers, **options
+            )
+            _say(f"serving with {settings.workers} worker processes (websocket only)")
+            logs.install()
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
+            return 0
+        config = uvicorn.Config(create_app(settings), **options)
         server = uvicorn.Server(config)
         logs.install()  # after uvicorn.Config has set up its loggers
         server.run()

@@ -58,6 +58,7 @@ def create_app(settings: Settings) -> Starlette:
             hub=hub,
             cors_origins=settings.cors_origins,
             max_message_bytes=settings.max_body_bytes,
+            polling=settings.workers == 1,
         ),
         Middleware(Admission, limits=settings.limits()),  # API requests only, not sockets
     ]
@@ -80,3 +81,12 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.hub = hub
     return app
+
+
+def app_from_env() -> Starlette:
+    """The app for one worker process (``WORKERS`` > 1): settings from the environment the
+    supervisor was started with, which names the database (embedded or not)."""
+    from app import logs
+
+    logs.install()
+    return create_app(Settings.from_env())

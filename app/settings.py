@@ -29,6 +29,7 @@ DEFAULTS: dict[str, str] = {
     "MAX_CONCURRENT_LISTS": "4",
     "ADMISSION_WAIT_MS": "100",
     "DB_TIMEOUT_MS": "10000",
+    "WORKERS": "1",
 }
 
 
@@ -67,6 +68,7 @@ class Settings:
     max_concurrent_lists: int = 4
     admission_wait_ms: int = 100
     db_timeout_ms: int = 10000
+    workers: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -96,6 +98,7 @@ class Settings:
             max_concurrent_lists=_positive_int(env, "MAX_CONCURRENT_LISTS"),
             admission_wait_ms=_positive_int(env, "ADMISSION_WAIT_MS"),
             db_timeout_ms=_positive_int(env, "DB_TIMEOUT_MS"),
+            workers=_positive_int(env, "WORKERS"),
         )
 
     def limits(self) -> Limits:

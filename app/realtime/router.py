@@ -26,6 +26,7 @@ class SocketRouter:
         hub: Hub,
         cors_origins: tuple[str, ...] = (),
         max_message_bytes: int = 1024 * 1024,
+        polling: bool = True,
     ):
         self.app = app
 
@@ -37,7 +38,7 @@ class SocketRouter:
 
         self.eio3 = EIO3Front(hub, authenticate)
         self.sio = socketio.ASGIApp(
-            build_server(hub, authenticate, cors_origins, max_message_bytes),
+            build_server(hub, authenticate, cors_origins, max_message_bytes, polling),
             socketio_path="socket.io",
         )
 

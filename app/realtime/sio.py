@@ -96,8 +96,12 @@ def build_server(
     authenticate: SocketAuthenticator,
     cors_origins: tuple[str, ...],
     max_message_bytes: int = 1024 * 1024,
+    polling: bool = True,
 ) -> socketio.AsyncServer:
     server = socketio.AsyncServer(
+        # Long-polling keeps a session in one process across many requests; with several
+        # worker processes on one port those requests could reach another one.
+        transports=["polling", "websocket"] if polling else ["websocket"],
         async_mode="asgi",
         json=_OrjsonModule,
         ping_interval=PING_INTERVAL_S,

@@ -62,8 +62,9 @@ async def live_server(settings: Settings):
 
 
 @asynccontextmanager
-async def server_process(env: dict[str, str], log_path: Path):
-    """``python -m app`` as its own OS process; stopped by its PID with SIGTERM."""
+async def server_process(env: dict[str, str], log_path: Path, pids: list[int] | None = None):
+    """``python -m app`` as its own OS process; stopped by its PID with SIGTERM. Its PID is
+    appended to ``pids`` when given."""
     port = free_port()
     full_env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(port)}
     with log_path.open("ab") as log:
@@ -71,6 +72,8 @@ async def server_process(env: dict[str, str], log_path: Path):
             [sys.executable, "-m", "app"], env=full_env, stdout=log, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}"
+    if pids is not None:
+        pids.append(process.pid)
     try:
         deadline = time.monotonic() + 30
         async with httpx.AsyncClient() as client:
