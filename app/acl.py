@@ -97,6 +97,17 @@ def can_read(user: Principal, entity: Mapping[str, Any]) -> bool:
     return not user_keys(user).isdisjoint(readers_in(entity))
 
 
+def can_write(user: Principal, entity: Mapping[str, Any]) -> bool:
+    """``write_filter`` on an entity already in hand (fetched by its id)."""
+    if user.admin:
+        return True
+    if not can_read(user, entity):
+        return False
+    return entity.get("owner") == user.user_id or (
+        isinstance(entity.get("group"), str) and entity.get("group") in user.groups
+    )
+
+
 def user_keys(user: Principal) -> frozenset[str]:
     return frozenset(user.reader_keys())
 

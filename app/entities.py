@@ -6,14 +6,14 @@ realtime layer and future admin views call it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
 from bson.datetime_ms import DatetimeMS
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING
 
 from app import acl, validation
 from app.acl import READERS, Principal
@@ -24,7 +24,9 @@ from app.storage import Document, Storage, translated_async
 
 SERVER_FIELDS = ("_id", "owner", "createdAt", "updatedAt")
 PATCH_PROTECTED = ("_id", "owner", "group", "access", "branch", "createdAt", "updatedAt")
-BATCH = 500
+# Pages up to this many entities are read whole in one round trip; larger ones are streamed.
+WHOLE_PAGE = 1000
+BATCH = 1000
 _RETRIES = 3
 
 
@@ -103,6 +105,22 @@ class Entities:
             return Page(_empty(), None)
         collection = self.storage.store(store)
         selected = {**acl.read_filter(user), **query.bounds()}
+        if query.limit <= WHOLE_PAGE:
+            # One query, one round trip: the page and one entity more, which tells whether
+            # another page follows. At most WHOLE_PAGE + 1 entities are held.
+            async with translated_async():
+                found = (
+                    await collection.find(selected, query.projection(), batch_size=query.limit + 1)
+                    .sort("_id", ASCENDING)
+                    .skip(query.offset)
+                    .limit(query.limit + 1)
+                    .to_list()
+                )
+            more = len(found) > query.limit
+            del found[query.limit :]
+            return Page(_held(found), found[-1]["_id"] if more else None)
+        # Larger pages are streamed in batches, never held whole; a first query finds where
+        # the page ends and whether anything follows it.
         async with translated_async():
             # Where does a full page end, and does anything follow it?
             edge = (
@@ -164,24 +182,19 @@ class Entities:
             validation.value_at(segments, item, key)
             changes[key] = item
         validation.no_overlap(list(changes), "body")
-        conditions = [{"_id": entity_id}, acl.write_filter(user)]
-        # ``$eq``: a value sent back is compared as data, never read as a query operator.
-        conditions += [{name: {"$eq": item}} for name, item in expected.items() if name != "_id"]
         collection = self.storage.store(store)
         for _ in range(_RETRIES):
-            async with translated_async():
-                updated = await collection.find_one_and_update(
-                    {"$and": conditions},
-                    {"$set": {**changes, "updatedAt": now()}},
-                    return_document=ReturnDocument.AFTER,
-                )
-            if updated is not None:
-                updated.pop(READERS, None)
-                return updated
             current = await self._writable(store, entity_id, user)
             for name, item in expected.items():
                 if name != "_id" and not _same(current.get(name), item):
                     raise Invalid(name, "cannot be changed with PATCH")
+            # The write applies only while the entity is as checked: the access state that
+            # allowed it, and the protected values sent back (``$eq``: data, never operators).
+            selector = _unchanged(entity_id, current, [n for n in expected if n != "_id"])
+            update = {"$set": {**changes, "updatedAt": now()}}
+            updated = await _update_and_read(collection, selector, update, entity_id)
+            if updated is not None:
+                return updated
         raise Conflict("The entity kept changing; try again")
 
     async def set_access(
@@ -206,10 +219,7 @@ class Entities:
 
         collection = self.storage.store(store)
         for _ in range(_RETRIES):
-            async with translated_async():
-                current = await collection.find_one({"_id": entity_id, **acl.read_filter(user)})
-            if current is None:
-                raise _not_found(store, entity_id)
+            current = await self._readable(store, entity_id, user)
             if not user.admin:
                 if current.get("owner") != user.user_id:
                     raise Forbidden()
@@ -222,41 +232,40 @@ class Entities:
             readers = acl.readers_of(
                 merged["owner"], merged["group"], merged["access"] or [], merged["branch"] or []
             )
-            unchanged = {name: {"$eq": current.get(name)} for name in acl.ACCESS_FIELDS}
-            async with translated_async():
-                updated = await collection.find_one_and_update(
-                    {"_id": entity_id, **unchanged},
-                    {"$set": {**wanted, READERS: readers, "updatedAt": now()}},
-                    return_document=ReturnDocument.AFTER,
-                )
+            update = {"$set": {**wanted, READERS: readers, "updatedAt": now()}}
+            selector = _unchanged(entity_id, current, acl.ACCESS_FIELDS)
+            updated = await _update_and_read(collection, selector, update, entity_id)
             if updated is not None:
-                updated.pop(READERS, None)
                 return updated
         raise Conflict("The entity's access fields kept changing; try again")
 
     async def delete(self, store: str, entity_id: ObjectId, user: Principal) -> None:
+        collection = self.storage.store(store)
+        for _ in range(_RETRIES):
+            current = await self._writable(store, entity_id, user)
+            async with translated_async():
+                result = await collection.delete_one(_unchanged(entity_id, current, ()))
+            if result.deleted_count == 1:
+                return
+        raise Conflict("The entity kept changing; try again")
+
+    async def _readable(self, store: str, entity_id: ObjectId, user: Principal) -> Document:
+        """The entity if ``user`` may read it, else 404. Fetched by its id alone and checked
+        on the fetched document: the same answer as the indexed read filter, from the one
+        lookup every database serves best."""
         async with translated_async():
-            result = await self.storage.store(store).delete_one(
-                {"_id": entity_id, **acl.write_filter(user)}
-            )
-        if result.deleted_count == 0:
-            await self._writable(store, entity_id, user)
-            raise _not_found(store, entity_id)  # deleted by someone else meanwhile
+            found = await self.storage.store(store).find_one({"_id": entity_id})
+        if found is None or not acl.can_read(user, found):
+            raise _not_found(store, entity_id)
+        return found
 
     async def _writable(self, store: str, entity_id: ObjectId, user: Principal) -> Document:
         """The entity if ``user`` may change it; 404 if they cannot read it, 403 if they can
         read but not change it."""
-        collection = self.storage.store(store)
-        async with translated_async():
-            readable = await collection.find_one({"_id": entity_id, **acl.read_filter(user)})
-            if readable is None:
-                raise _not_found(store, entity_id)
-            writable = await collection.find_one(
-                {"$and": [{"_id": entity_id}, acl.write_filter(user)]}
-            )
-        if writable is None:
+        found = await self._readable(store, entity_id, user)
+        if not acl.can_write(user, found):
             raise Forbidden()
-        return writable
+        return found
 
     @staticmethod
     def _check_group(group: Any, user: Principal) -> None:
@@ -264,6 +273,30 @@ class Entities:
             raise Invalid("group", "must be a non-empty group id")
         if not user.admin and group not in user.groups:
             raise Invalid("group", "you are not a member of this group")
+
+
+def _unchanged(entity_id: ObjectId, current: Document, fields: Iterable[str]) -> Document:
+    """A filter matching the entity only while ``fields`` and the fields the access rule reads
+    still hold the values in ``current`` (compared with ``$eq``, as data)."""
+    guarded = dict.fromkeys((READERS, "owner", "group", *fields))
+    return {"_id": entity_id, **{name: {"$eq": current.get(name)} for name in guarded}}
+
+
+async def _update_and_read(
+    collection: Any, selector: Document, update: Document, entity_id: ObjectId
+) -> Document | None:
+    """Apply ``update`` to the entity ``selector`` matches and read it back; None when nothing
+    matched (or it was deleted in between). Two point operations on ``_id`` with a flat filter:
+    the embedded database serves both from its id index, while it answers findAndModify and
+    ``$and`` filters by scanning the store. The read may already show a later write."""
+    async with translated_async():
+        result = await collection.update_one(selector, update)
+        if result.matched_count == 0:
+            return None
+        found: Document | None = await collection.find_one({"_id": entity_id})
+    if found is not None:
+        found.pop(READERS, None)
+    return found
 
 
 def _comparable(name: str, item: Any, entity_id: ObjectId) -> Any:
@@ -301,6 +334,12 @@ def _not_found(store: str, entity_id: ObjectId) -> NotFound:
 async def _empty() -> AsyncIterator[Document]:
     return
     yield  # pragma: no cover
+
+
+async def _held(documents: list[Document]) -> AsyncIterator[Document]:
+    for document in documents:
+        document.pop(READERS, None)
+        yield document
 
 
 async def _stream(cursor: Any, first: Document | None) -> AsyncIterator[Document]:

@@ -172,10 +172,12 @@ class Storage:
                 if isinstance(exc, OperationFailure) and exc.code != 48:  # NamespaceExists
                     raise
                 await self._keep_pre_images(name)
+            # Only indexes a query of ours uses, since each one costs every write: the read rule
+            # with the id order (every list, meta and non-admin read) and the from/to bound.
+            # The access fields are only ever matched beside an _id, never on their own.
             collection = self.store(name)
-            for key in ("owner", "group", "access", "branch", "createdAt"):
-                await collection.create_index(key)
             await collection.create_index([(READERS, ASCENDING), ("_id", ASCENDING)])
+            await collection.create_index("createdAt")
         self._ready_stores.add(name)
 
     async def _keep_pre_images(self, name: str) -> None:

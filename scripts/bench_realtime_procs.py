@@ -41,7 +41,9 @@ def raise_fd_limit(wanted: int) -> None:
         say(f"raised the open-file limit from {soft} to {target}")
 
 
-def start_server(db_url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+def start_server(
+    db_url: str, workdir: Path, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str, str]:
     """``python -m app`` on a free port over ``db_url``; returns it, its URL, the admin password."""
     password = secrets.token_urlsafe(16)
     port = free_port(HOST)
@@ -55,6 +57,7 @@ def start_server(db_url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], s
         "HOST": HOST,
         "PORT": str(port),
         "LOG_LEVEL": "warning",
+        **(extra_env or {}),
     }
     with (workdir / "server.log").open("ab") as log:
         process = subprocess.Popen(

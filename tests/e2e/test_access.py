@@ -398,3 +398,46 @@ async def test_readers_never_leave_the_server(cast: Cast, store):
     assert_api_error(
         await owner.get(f"/api/v1/{store}", params={"only": "_readers"}), 400, "INVALID"
     )
+
+
+async def test_the_rule_checked_in_hand_is_the_query_rule(app, store):
+    """``can_read``/``can_write`` on a fetched entity (point reads and writes) select exactly
+    what ``read_filter``/``write_filter`` select in the database (lists, meta), on odd data too."""
+    from bson import ObjectId
+
+    from app import acl
+
+    storage = app.state.services.storage
+    await storage.prepare_store(store)
+    users = [
+        acl.Principal("u1", "u1", groups=("g1", "g2"), branches=("b1",)),
+        acl.Principal("u2", "u2", groups=("g2",)),
+        acl.Principal("u3", "u3"),
+        acl.Principal("root", "root", admin=True),
+    ]
+    shapes = [
+        {"owner": "u1", "group": "g1", "access": [], "branch": []},
+        {"owner": "u2", "group": "g2", "access": ["u3"], "branch": []},
+        {"owner": "u3", "group": None, "access": ["*"], "branch": []},
+        {"owner": "u2", "group": "g9", "access": ["g1"], "branch": ["b1"]},
+        {"owner": "x", "group": "g2", "access": [], "branch": []},
+        {"owner": ["u1"], "group": ["g2"], "access": [], "branch": []},  # another program's
+    ]
+    documents = []
+    for shape in shapes:
+        for readers in (acl.readers_of_entity(shape), None, "u:u1", ["g:g2", {"x": 1}]):
+            document = {"_id": ObjectId(), **shape}
+            if readers is not None:
+                document[acl.READERS] = readers
+            documents.append(document)
+    await storage.store(store).insert_many(documents)
+    for user in users:
+        for document in documents:
+            selector = {"_id": document["_id"]}
+            readable = await storage.store(store).find_one({**selector, **acl.read_filter(user)})
+            writable = await storage.store(store).find_one({**selector, **acl.write_filter(user)})
+            assert acl.can_read(user, document) == (readable is not None), (user, document)
+            # In hand the write rule may only be stricter (odd shapes), never looser.
+            assert not acl.can_write(user, document) or writable is not None, (user, document)
+            if isinstance(document["owner"], str) and isinstance(document.get(acl.READERS), list):
+                assert acl.can_write(user, document) == (writable is not None), (user, document)

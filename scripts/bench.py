@@ -1,0 +1,267 @@
+"""REST benchmark: the API against the raw async driver doing the same database operations,
+in one run on one database.
+
+Starts its own SecantusDB and ``python -m app`` (``--workers``) on free 127.0.0.1 ports in a
+temporary directory, seeds ``--entities`` entities readable by a group, and for each operation
+(GET by id, POST, PATCH, list 100, list 10,000 with ``only``, ``meta``), as the admin and as a
+non-admin reader (so the read rule is in every query), runs ``wrk`` against the server, then
+``scripts/bench_raw.py`` doing the same database operations with PyMongo. Prints req/s,
+p50/p99, server (or driver) CPU per request, database CPU per request, database operations per
+request, and the ratios to raw. Progress goes to stderr. Everything it starts is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from bench_realtime_procs import cpu_seconds, say, start_server, stop_process
+from bson import ObjectId
+from pymongo import AsyncMongoClient
+
+from app import acl
+from app.embedded import EmbeddedDatabase
+
+STORE = "bench"
+GROUP = "readers"
+RAW = Path(__file__).with_name("bench_raw.py")
+OPERATIONS = ("get", "post", "patch", "list100", "list10000", "meta")
+PATHS = {
+    "list100": f"/api/v1/{STORE}?limit=100",
+    "list10000": f"/api/v1/{STORE}?limit=10000&only=n,name",
+    "meta": f"/api/v1/{STORE}?meta=true",
+}
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live children (the worker processes)."""
+    total = cpu_seconds(pid)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            total += cpu_seconds(int(entry.name))
+    return total
+
+
+def lua(op: str, token: str, ids: list[str]) -> str:
+    head = f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+    head += 'wrk.headers["Content-Type"] = "application/json"\n'
+    head += "ids = {" + ",".join(f'"{i}"' for i in ids) + "}\n"
+    if op == "get":
+        return head + (
+            'request = function() return wrk.format("GET", '
+            f'"/api/v1/{STORE}/" .. ids[math.random(#ids)]) end\n'
+        )
+    if op == "post":
+        body = json.dumps({"name": "bench", "n": 1, "text": "x" * 400, "access": ["*"]})
+        return head + f'wrk.method = "POST"\nwrk.path = "/api/v1/{STORE}"\nwrk.body = [[{body}]]\n'
+    if op == "patch":
+        return head + (
+            'request = function() return wrk.format("PATCH", '
+            f'"/api/v1/{STORE}/" .. ids[math.random(#ids)], nil, '
+            "'{\"n\": ' .. math.random(1000000) .. '}') end\n"
+        )
+    return head + f'wrk.path = "{PATHS[op]}"\n'
+
+
+def parse_wrk(text: str) -> dict[str, float]:
+    found = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    if not found:
+        raise RuntimeError(f"wrk printed no rate:\n{text}")
+    result = {"rate": float(found[1])}
+    for name, pct in (("p50", "50"), ("p99", "99")):
+        match = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        result[name] = float(match[1]) * _UNITS[match[2]] if match else float("nan")
+    total = re.search(r"(\d+) requests in", text)
+    result["requests"] = float(total[1]) if total else 0.0
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    result["errors"] = float(errors[1]) if errors else 0.0
+    return result
+
+
+async def opcount(client: AsyncMongoClient[Any]) -> int:
+    counters = (await client.admin.command("serverStatus"))["opcounters"]
+    return sum(int(v) for v in counters.values())
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        say("wrk not found; installing it with apt-get")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)  # noqa: S607
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env)  # noqa: S607
+        found = shutil.which("wrk")
+    if not found:
+        raise SystemExit("wrk is needed (Debian package wrk)")
+    return found
+
+
+async def seed(url: str, db_name: str, count: int) -> list[str]:
+    client: AsyncMongoClient[Any] = AsyncMongoClient(url)
+    collection = client[db_name][STORE]
+    readers = acl.readers_of("seed-owner", GROUP, [], [])
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    ids = []
+    for first in range(0, count, 2000):
+        batch = []
+        for n in range(first, min(count, first + 2000)):
+            moment = start + timedelta(milliseconds=n)
+            oid = ObjectId()
+            ids.append(str(oid))
+            batch.append(
+                {"_id": oid, "name": f"entity {n}", "n": n, "text": "x" * 400,
+                 "owner": "seed-owner", "group": GROUP, "access": [], "branch": [],
+                 "createdAt": moment, "updatedAt": moment, acl.READERS: readers}
+            )  # fmt: skip
+        await collection.insert_many(batch)
+    await client.close()
+    return ids
+
+
+async def run(args: argparse.Namespace) -> None:
+    wrk = ensure_wrk()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    database = EmbeddedDatabase(workdir / "db", log_path=workdir / "secantusd.log")
+    server = None
+    try:
+        await asyncio.to_thread(database.start)
+        db_name = "platform"
+        say(f"database at {database.url}; seeding {args.entities} entities")
+        ids = await seed(database.url, db_name, args.entities)
+        sample = ids[:: max(1, len(ids) // 2000)]
+        (workdir / "ids.json").write_text(json.dumps(sample))
+        server, url, password = start_server(
+            database.url, workdir, {"MONGODB_DB": db_name, "WORKERS": str(args.workers)}
+        )
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            for _ in range(300):
+                try:
+                    if (await http.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+            login = {"login": "admin", "password": password}
+            admin = (await http.post("/api/v1/auth/token", json=login)).json()["token"]
+            http.headers["Authorization"] = f"Bearer {admin}"
+            body = {"login": "reader", "password": "reader-password-1", "groups": [GROUP]}
+            reader_id = (await http.post("/api/v1/_users", json=body)).json()["id"]
+            login = {"login": "reader", "password": "reader-password-1"}
+            user = (await http.post("/api/v1/auth/token", json=login)).json()["token"]
+        keys = {
+            "admin": [],
+            "user": acl.Principal(reader_id, "reader", groups=(GROUP,)).reader_keys(),
+        }
+        tokens = {"admin": admin, "user": user}
+        meter: AsyncMongoClient[Any] = AsyncMongoClient(database.url)
+        rows = []
+        for op in args.operations:
+            for role in ("admin", "user"):
+                connections = 2 if op.startswith("list") or op == "meta" else args.connections
+                script = workdir / f"{op}-{role}.lua"
+                script.write_text(lua(op, tokens[role], sample))
+                before = (tree_cpu(server.pid), cpu_seconds(database.pid), await opcount(meter))
+                found = await asyncio.to_thread(
+                    subprocess.run,
+                    [wrk, "-t2", f"-c{connections}", f"-d{args.seconds}s", "--latency",
+                     "-s", str(script), url],
+                    capture_output=True, text=True, check=True,
+                )  # fmt: skip
+                after = (tree_cpu(server.pid), cpu_seconds(database.pid), await opcount(meter))
+                api = parse_wrk(found.stdout)
+                n = max(api["requests"], 1.0)
+                api_row = {
+                    "rate": api["rate"], "p50": api["p50"], "p99": api["p99"],
+                    "cpu": (after[0] - before[0]) / n * 1000,
+                    "db": (after[1] - before[1]) / n * 1000,
+                    "ops": (after[2] - before[2] - 2) / n, "errors": api["errors"],
+                }  # fmt: skip
+                before = (cpu_seconds(database.pid), await opcount(meter))
+                raw_run = await asyncio.to_thread(
+                    subprocess.run,
+                    [sys.executable, str(RAW), database.url, db_name, STORE, op,
+                     str(connections), str(args.seconds), str(workdir / "ids.json"),
+                     json.dumps(keys[role])],
+                    capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1],
+                )  # fmt: skip
+                after_raw = (cpu_seconds(database.pid), await opcount(meter))
+                raw = json.loads(raw_run.stdout.strip().splitlines()[-1])
+                m = max(raw["ops"], 1)
+                raw_row = {
+                    "rate": raw["ops"] / raw["span"], "p50": raw["p50"], "p99": raw["p99"],
+                    "cpu": raw["cpu"] / m * 1000, "db": (after_raw[0] - before[0]) / m * 1000,
+                    "ops": (after_raw[1] - before[1] - 2) / m, "errors": 0.0,
+                }  # fmt: skip
+                rows.append((op, role, api_row, raw_row))
+                say(f"{op} as {role}: {api_row['rate']:.1f} req/s (raw {raw_row['rate']:.1f})")
+        await meter.close()
+        print_table(rows, args)
+    finally:
+        stop_process(server)
+        await asyncio.to_thread(database.stop)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def print_table(rows: list[tuple[str, str, dict[str, float], dict[str, float]]], args) -> None:
+    print(
+        f"\nscripts/bench --entities {args.entities} --seconds {args.seconds} "
+        f"--workers {args.workers} ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)\n"
+    )
+    print(
+        "| operation | as | API req/s | raw ops/s | API p50 / p99 ms | API CPU ms/req | raw CPU "
+        "ms/op | CPU ratio | API DB CPU ms | raw DB CPU ms | DB ratio | DB ops/req (raw) | errors |"
+    )
+    print("|---" * 13 + "|")
+    for op, role, api, raw in rows:
+        cpu_ratio = api["cpu"] / raw["cpu"] if raw["cpu"] else float("nan")
+        db_ratio = api["db"] / raw["db"] if raw["db"] else float("nan")
+        print(
+            f"| {op} | {role} | {api['rate']:.1f} | {raw['rate']:.1f} | {api['p50']:.1f} / "
+            f"{api['p99']:.1f} | {api['cpu']:.2f} | {raw['cpu']:.2f} | {cpu_ratio:.2f}x | "
+            f"{api['db']:.2f} | {raw['db']:.2f} | {db_ratio:.2f}x | {api['ops']:.2f} "
+            f"({raw['ops']:.2f}) | {int(api['errors'])} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--entities", type=int, default=20000)
+    parser.add_argument("--seconds", type=int, default=8, help="per operation and side")
+    parser.add_argument("--connections", type=int, default=16, help="for point operations")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--operations", default=",".join(OPERATIONS))
+    parser.add_argument("--timeout", type=float, default=600, help="give up after this long")
+    args = parser.parse_args()
+    args.operations = [op for op in args.operations.split(",") if op]
+    unknown = set(args.operations) - set(OPERATIONS)
+    if unknown:
+        parser.error(f"unknown operations: {sorted(unknown)}")
+    try:
+        asyncio.run(asyncio.wait_for(run(args), args.timeout))
+    except TimeoutError:
+        raise SystemExit(f"the benchmark did not finish within {args.timeout} s") from None
+
+
+if __name__ == "__main__":
+    main()
