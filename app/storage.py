@@ -5,9 +5,11 @@ failures -> Unavailable, rejected writes -> Invalid).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import Context
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -61,10 +63,13 @@ _REJECTED_WRITE = {2, 9, 14, 28, 40, 52, 55, 56, 57, 66, 10334, 17419}
 def _raise_api_error(exc: PyMongoError) -> None:
     if isinstance(exc, DuplicateKeyError):
         raise Conflict("A record with that unique value already exists") from exc
-    if isinstance(exc, (ServerSelectionTimeoutError, ConnectionFailure, AutoReconnect)):
+    if isinstance(exc, ServerSelectionTimeoutError):
         raise Unavailable() from exc
-    if isinstance(exc, (NetworkTimeout, ExecutionTimeout)):
-        raise Unavailable("The database did not answer in time") from exc
+    if isinstance(exc, (NetworkTimeout, ExecutionTimeout)) or exc.timeout:
+        # A request's deadline (DB_TIMEOUT_MS) ran out; the database stops the work too.
+        raise Unavailable("The database did not answer in time", retry_after=1) from exc
+    if isinstance(exc, (ConnectionFailure, AutoReconnect)):
+        raise Unavailable() from exc
     if isinstance(exc, DocumentTooLarge):
         raise Invalid("body", "the document is larger than the database allows") from exc
     if isinstance(exc, OperationFailure) and exc.code in _HISTORY_LOST:
@@ -120,8 +125,12 @@ class Storage:
             db_name, codec_options=ENTITY_CODEC
         )
         self._ready_stores: set[str] = set()
+        self._index_builds: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
+        for task in list(self._index_builds):
+            task.cancel()
+        await asyncio.gather(*self._index_builds, return_exceptions=True)
         await self.client.close()
 
     def system(self, name: str) -> AsyncCollection[Document]:
@@ -162,23 +171,45 @@ class Storage:
 
     async def prepare_store(self, name: str) -> None:
         """Create a store's collection (with pre-images for the change feed) and its indexes,
-        once per process."""
+        once per process. A new store gets its indexes at once (there is nothing to index);
+        a store that already holds entities (made elsewhere) gets them from a background
+        build, outside any request's deadline: on a large store that takes a while."""
         if name in self._ready_stores:
             return
         async with translated_async():
             try:
                 await self.db.create_collection(name, changeStreamPreAndPostImages=PRE_IMAGES)
+                created = True
             except (CollectionInvalid, OperationFailure) as exc:
                 if isinstance(exc, OperationFailure) and exc.code != 48:  # NamespaceExists
                     raise
+                created = False
                 await self._keep_pre_images(name)
-            # Only indexes a query of ours uses, since each one costs every write: the read rule
-            # with the id order (every list, meta and non-admin read) and the from/to bound.
-            # The access fields are only ever matched beside an _id, never on their own.
-            collection = self.store(name)
-            await collection.create_index([(READERS, ASCENDING), ("_id", ASCENDING)])
-            await collection.create_index("createdAt")
+            if created:
+                await self._build_indexes(name)
         self._ready_stores.add(name)
+        if not created:
+            # A fresh context: no request deadline reaches the build.
+            task = asyncio.get_running_loop().create_task(
+                self._build_indexes_quietly(name), name=f"indexes:{name}", context=Context()
+            )
+            self._index_builds.add(task)
+            task.add_done_callback(self._index_builds.discard)
+
+    async def _build_indexes(self, name: str) -> None:
+        # Only indexes a query of ours uses, since each one costs every write: the read rule
+        # with the id order (every list, meta and non-admin read) and the from/to bound. The
+        # access fields are only ever matched beside an _id, never on their own.
+        collection = self.store(name)
+        await collection.create_index([(READERS, ASCENDING), ("_id", ASCENDING)])
+        await collection.create_index("createdAt")
+
+    async def _build_indexes_quietly(self, name: str) -> None:
+        try:
+            await self._build_indexes(name)
+        except PyMongoError as exc:
+            log.warning("could not build the indexes of store %s: %r", name, exc)
+            self._ready_stores.discard(name)  # the next write tries again
 
     async def _keep_pre_images(self, name: str) -> None:
         """Turn on pre-images for a store collection made elsewhere (deletes in the change feed

@@ -14,7 +14,8 @@ from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Rege
 
 from app import acl, validation
 from app.embedded import EmbeddedDatabase
-from tests.e2e.conftest import client_for, make_settings
+from app.storage import Storage
+from tests.e2e.conftest import ADMIN_PASSWORD, client_for, make_settings
 from tests.e2e.sockets import listening, token_of
 from tests.e2e.support import answers, running, seconds_until
 from tests.helpers import assert_api_error, unique
@@ -360,3 +361,34 @@ async def test_healthz_answers_503_within_a_second_while_the_database_is_down(tm
             await seconds_until(lambda: answers(http, 200, "/healthz"), limit=10.0)
     finally:
         await asyncio.to_thread(database.stop)
+
+
+async def test_a_large_store_made_elsewhere_is_indexed_outside_the_request(mongodb_url, tmp_path):
+    """The first write to a store that another program filled builds its indexes in the
+    background: the write is not held to (or failed by) its request's deadline."""
+    db_name = unique("elsewhere")
+    # Filled before the app starts, so its change stream does not prepare the store first.
+    seeder = Storage(mongodb_url, db_name)
+    readers = acl.readers_of("someone", None, ["*"], [])
+    documents = [{"_id": ObjectId(), "n": n, "text": "x" * 200, acl.READERS: readers}
+                 for n in range(6000)]  # fmt: skip
+    await seeder.db["filled"].insert_many(documents)
+    await seeder.close()
+    settings = make_settings(mongodb_url, tmp_path / "d", MONGODB_DB=db_name, DB_TIMEOUT_MS="800")
+    async with running(settings) as app, client_for(app) as http:
+        login = {"login": "admin", "password": ADMIN_PASSWORD}
+        token = (await http.post("/api/v1/auth/token", json=login)).json()["token"]
+        http.headers["Authorization"] = f"Bearer {token}"
+        started = time.monotonic()
+        response = await http.post("/api/v1/filled", json={"n": -1})
+        assert response.status_code == 201, response.text
+        assert time.monotonic() - started < 2.0
+        storage = app.state.services.storage
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            indexes = await storage.store("filled").index_information()
+            if len(indexes) == 3:
+                break
+            await asyncio.sleep(0.2)
+        keys = {tuple(k for k, _ in spec["key"]) for spec in indexes.values()}
+        assert keys == {("_id",), ("_readers", "_id"), ("createdAt",)}
