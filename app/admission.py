@@ -30,6 +30,7 @@ from app.middleware import render
 log = logging.getLogger(__name__)
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+WATCH_AFTER_S = 0.05
 _READ_METHODS = frozenset({"GET", "HEAD"})
 
 
@@ -175,11 +176,16 @@ class _Watch:
         self._handed_first = not bodyless
         self.finished = False
         self.cancelled_by_us = False
+        self._timer: asyncio.TimerHandle | None = None
         if bodyless:
-            self._start()
+            # Most requests are done long before a disconnect could matter: the watch (a task)
+            # starts only for those still running after WATCH_AFTER_S.
+            self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start)
 
     def _start(self) -> None:
-        self._watcher = asyncio.create_task(self._watch(), name="disconnect-watch")
+        self._timer = None
+        if self._watcher is None and not self.finished:
+            self._watcher = asyncio.create_task(self._watch(), name="disconnect-watch")
 
     async def _watch(self) -> None:
         while True:
@@ -197,6 +203,9 @@ class _Watch:
             # Body chunks sent with a GET or DELETE are dropped: no handler reads them.
 
     async def receive(self) -> Message:
+        if self._timer is not None:  # the app reads before the watch began: begin it now
+            self._timer.cancel()
+            self._start()
         if self._watcher is None:  # a request with a body, still being read by the app
             message = await self._receive()
             if message["type"] == "http.request" and not message.get("more_body", False):
@@ -211,5 +220,7 @@ class _Watch:
         return {"type": "http.disconnect"}
 
     def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         if self._watcher is not None and not self._watcher.done():
             self._watcher.cancel()

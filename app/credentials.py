@@ -157,7 +157,7 @@ class Credentials:
             )
         if result.deleted_count == 0:
             raise NotFound(f"No token {token_id}")
-        self._cache.pop(f"t:{token_id}", None)
+        self._forget(f"t:{token_id}")
 
     async def end(self, credential: str) -> None:
         """End the session or token a principal signed in with (``Principal.credential``)."""
@@ -167,7 +167,7 @@ class Credentials:
                 await self.sessions.delete_one({"_id": key})
             elif kind == "t":
                 await self.tokens.delete_one({"_id": key})
-        self._cache.pop(credential, None)
+        self._forget(credential)
 
     async def end_all(self, user_id: str) -> None:
         """End every session and token of a user (password changed, disabled, deleted)."""
@@ -188,6 +188,12 @@ class Credentials:
         )
 
     async def from_token(self, token: str) -> Principal:
+        # Keyed by a hash of the whole token, a cache hit skips the signature check too; a
+        # token that differs in any byte (another ``sub`` with a known ``jti``) misses.
+        verified = "j:" + hashlib.sha256(token.encode()).hexdigest()
+        hit = self._cached(verified)
+        if hit is not None:
+            return hit
         try:
             claims = jwt.decode(
                 token,
@@ -199,14 +205,11 @@ class Credentials:
             raise Unauthorized() from None
         token_id, user_id = str(claims["jti"]), str(claims["sub"])
         credential = f"t:{token_id}"
-        cached = self._cached(credential)
-        # A cached entry answers only for the user it was resolved for: a token that reuses
-        # a known ``jti`` with another ``sub`` is looked up, and refused, like any other.
-        if cached is not None and cached.user_id == user_id:
-            return cached
-        return await self._resolve(
+        principal = await self._resolve(
             credential, self.tokens, {"_id": token_id, "user": user_id}, touch=True
         )
+        self._cache[verified] = self._cache[credential]  # same principal, same expiry
+        return principal
 
     async def current(self, principal: Principal) -> Principal | None:
         """The user behind ``principal``'s credential as they are now (groups may have
@@ -220,6 +223,12 @@ class Credentials:
         except Unauthorized:
             return None
         return found if found.user_id == principal.user_id else None
+
+    def _forget(self, credential: str) -> None:
+        """Drop a credential from the cache, under every key it is cached by."""
+        self._cache.pop(credential, None)
+        for key in [k for k, (_, p) in self._cache.items() if p.credential == credential]:
+            self._cache.pop(key, None)
 
     def _cached(self, credential: str) -> Principal | None:
         entry = self._cache.get(credential)
