@@ -102,6 +102,7 @@ def _url_options(url: str) -> set[str]:
 
 
 PRE_IMAGES = {"enabled": True}
+_MAX_CACHED_STORES = 10_000
 
 
 class Storage:
@@ -126,6 +127,7 @@ class Storage:
         )
         self._ready_stores: set[str] = set()
         self._index_builds: set[asyncio.Task[None]] = set()
+        self._stores: dict[str, AsyncCollection[Document]] = {}
 
     async def close(self) -> None:
         for task in list(self._index_builds):
@@ -137,7 +139,13 @@ class Storage:
         return self.db.get_collection(name, codec_options=SYSTEM_CODEC)
 
     def store(self, name: str) -> AsyncCollection[Document]:
-        return self.db.get_collection(name, codec_options=ENTITY_CODEC)
+        # Built once per store: get_collection copies its codec options on every call.
+        found = self._stores.get(name)
+        if found is None:
+            if len(self._stores) >= _MAX_CACHED_STORES:
+                self._stores.clear()
+            found = self._stores[name] = self.db.get_collection(name, codec_options=ENTITY_CODEC)
+        return found
 
     def request_timeout(self, wanted_s: float) -> float:
         """How long one request's database work may take: ``wanted_s`` while the driver sees
