@@ -13,10 +13,9 @@ from starlette.applications import Starlette
 
 from app.main import create_app
 from app.settings import Settings
-from tests.e2e.live import LiveServer, live_server
+from tests.e2e.live import ADMIN_PASSWORD, LiveServer, live_server
 from tests.helpers import User, unique
 
-ADMIN_PASSWORD = "admin-password-1"
 Client = Callable[..., httpx.AsyncClient]
 
 

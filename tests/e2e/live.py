@@ -61,6 +61,22 @@ async def live_server(settings: Settings):
         await asyncio.wait_for(task, 15)
 
 
+ADMIN_PASSWORD = "admin-password-1"  # the first admin's, in every server the tests start
+
+
+def process_env(mongodb_url: str, data_dir: Path, db_name: str, **extra: str) -> dict[str, str]:
+    """The environment of a ``python -m app`` test process on the session's database."""
+    return {
+        "MONGODB_URL": mongodb_url,
+        "MONGODB_DB": db_name,
+        "DATA_DIR": str(data_dir),
+        "APP_SECRET": f"{db_name}-secret-0123456789-0123456789",
+        "APP_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "LOG_LEVEL": "warning",
+        **extra,
+    }
+
+
 @asynccontextmanager
 async def server_process(env: dict[str, str], log_path: Path, pids: list[int] | None = None):
     """``python -m app`` as its own OS process; stopped by its PID with SIGTERM. Its PID is

@@ -19,7 +19,7 @@ import pytest
 import socketio
 
 from tests.e2e.conftest import ADMIN_PASSWORD
-from tests.e2e.live import server_process
+from tests.e2e.live import process_env, server_process
 from tests.helpers import unique
 
 pytestmark = pytest.mark.asyncio
@@ -33,14 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_overload_is_shed_fast_and_service_recovers(mongodb_url, tmp_path):
-    env = {
-        "MONGODB_URL": mongodb_url,
-        "MONGODB_DB": "overload",
-        "DATA_DIR": str(tmp_path / "data"),
-        "APP_SECRET": "overload-secret-0123456789-0123456789",
-        "APP_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "LOG_LEVEL": "warning",
-    }
+    env = process_env(mongodb_url, tmp_path / "data", "overload")
     store = unique("busy")
     async with (
         server_process(env, tmp_path / "server.log") as url,

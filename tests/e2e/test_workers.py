@@ -3,13 +3,13 @@ subscriber on either process hears of writes made through either; long-polling i
 
 from __future__ import annotations
 
-import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.e2e.conftest import ADMIN_PASSWORD
-from tests.e2e.live import server_process
+from tests.e2e.live import process_env, server_process
 from tests.e2e.sockets import listening
 from tests.helpers import unique
 
@@ -17,25 +17,26 @@ pytestmark = pytest.mark.asyncio
 
 
 def _workers(pid: int) -> list[str]:
-    """The command lines of ``pid``'s worker processes (multiprocessing's spawned children)."""
-    found = subprocess.run(  # noqa: S603 - a quick look at the process table
-        ["/bin/ps", "-o", "args=", "--ppid", str(pid)], capture_output=True, text=True, check=False
-    )
-    return [line for line in found.stdout.splitlines() if "spawn_main" in line]
+    """The command lines of ``pid``'s worker processes (multiprocessing's spawned children),
+    read from /proc (``ps`` cuts long lines when its output is not a terminal)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit():
+                continue
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue  # gone meanwhile
+        if parent == pid and "spawn_main" in command:
+            found.append(command)
+    return found
 
 
 async def test_two_workers_serve_one_port_and_every_subscriber_hears_every_write(
     mongodb_url, tmp_path
 ):
-    env = {
-        "MONGODB_URL": mongodb_url,
-        "MONGODB_DB": "workers",
-        "DATA_DIR": str(tmp_path / "data"),
-        "APP_SECRET": "workers-secret-0123456789-0123456789",
-        "APP_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "WORKERS": "2",
-        "LOG_LEVEL": "warning",
-    }
+    env = process_env(mongodb_url, tmp_path / "data", "workers", WORKERS="2")
     store = unique("shared")
     pids: list[int] = []
     async with (
