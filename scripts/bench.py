@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -194,46 +195,67 @@ async def run(args: argparse.Namespace) -> None:
         }
         tokens = {"admin": admin, "user": user}
         meter: AsyncMongoClient[Any] = AsyncMongoClient(database.url)
-        rows = []
-        for op in args.operations:
-            for role in ("admin", "user"):
-                connections = 2 if op.startswith("list") or op == "meta" else args.connections
-                script = workdir / f"{op}-{role}.lua"
-                script.write_text(lua(op, tokens[role], sample))
-                before = (tree_cpu(server.pid), cpu_seconds(database.pid), await opcount(meter))
-                found = await asyncio.to_thread(
-                    subprocess.run,
-                    [wrk, "-t2", f"-c{connections}", f"-d{args.seconds}s", "--latency",
-                     "--timeout", "30s", "-s", str(script), url],
-                    capture_output=True, text=True, check=True,
-                )  # fmt: skip
-                after = (tree_cpu(server.pid), cpu_seconds(database.pid), await opcount(meter))
-                api = parse_wrk(found.stdout)
-                n = max(api["requests"], 1.0)
-                api_row = {
-                    "rate": api["rate"], "p50": api["p50"], "p99": api["p99"],
-                    "cpu": (after[0] - before[0]) / n * 1000,
-                    "db": (after[1] - before[1]) / n * 1000,
-                    "ops": (after[2] - before[2] - 2) / n, "errors": api["errors"],
-                }  # fmt: skip
-                before = (cpu_seconds(database.pid), await opcount(meter))
-                raw_run = await asyncio.to_thread(
-                    subprocess.run,
-                    [sys.executable, str(RAW), database.url, db_name, STORE, op,
-                     str(connections), str(args.seconds), str(workdir / "ids.json"),
-                     json.dumps(keys[role])],
-                    capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1],
-                )  # fmt: skip
-                after_raw = (cpu_seconds(database.pid), await opcount(meter))
-                raw = json.loads(raw_run.stdout.strip().splitlines()[-1])
-                m = max(raw["ops"], 1)
-                raw_row = {
-                    "rate": raw["ops"] / raw["span"], "p50": raw["p50"], "p99": raw["p99"],
-                    "cpu": raw["cpu"] / m * 1000, "db": (after_raw[0] - before[0]) / m * 1000,
-                    "ops": (after_raw[1] - before[1] - 2) / m, "errors": 0.0,
-                }  # fmt: skip
-                rows.append((op, role, api_row, raw_row))
-                say(f"{op} as {role}: {api_row['rate']:.1f} req/s (raw {raw_row['rate']:.1f})")
+
+        async def measure_api(op: str, role: str, connections: int) -> dict[str, float]:
+            script = workdir / f"{op}-{role}.lua"
+            script.write_text(lua(op, tokens[role], sample))
+            before = (tree_cpu(server.pid), cpu_seconds(database.pid), await opcount(meter))
+            found = await asyncio.to_thread(
+                subprocess.run,
+                [wrk, "-t2", f"-c{connections}", f"-d{args.seconds}s", "--latency",
+                 "--timeout", "30s", "-s", str(script), url],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            after = (tree_cpu(server.pid), cpu_seconds(database.pid), await opcount(meter))
+            api = parse_wrk(found.stdout)
+            n = max(api["requests"], 1.0)
+            return {
+                "rate": api["rate"], "p50": api["p50"], "p99": api["p99"],
+                "cpu": (after[0] - before[0]) / n * 1000,
+                "db": (after[1] - before[1]) / n * 1000,
+                "ops": (after[2] - before[2] - 2) / n, "errors": api["errors"],
+            }  # fmt: skip
+
+        async def measure_raw(op: str, role: str, connections: int) -> dict[str, float]:
+            before = (cpu_seconds(database.pid), await opcount(meter))
+            raw_run = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, str(RAW), database.url, db_name, STORE, op,
+                 str(connections), str(args.seconds), str(workdir / "ids.json"),
+                 json.dumps(keys[role])],
+                capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1],
+            )  # fmt: skip
+            after = (cpu_seconds(database.pid), await opcount(meter))
+            raw = json.loads(raw_run.stdout.strip().splitlines()[-1])
+            m = max(raw["ops"], 1)
+            return {
+                "rate": raw["ops"] / raw["span"], "p50": raw["p50"], "p99": raw["p99"],
+                "cpu": raw["cpu"] / m * 1000, "db": (after[0] - before[0]) / m * 1000,
+                "ops": (after[1] - before[1] - 2) / m, "errors": 0.0,
+            }  # fmt: skip
+
+        runs: dict[tuple[str, str], tuple[list[dict[str, float]], list[dict[str, float]]]] = {}
+        for repetition in range(args.repeat):
+            for op in args.operations:
+                for role in ("admin", "user"):
+                    connections = 2 if op.startswith("list") or op == "meta" else args.connections
+                    api_runs, raw_runs = runs.setdefault((op, role), ([], []))
+                    # Interleaved: every other repetition measures the raw driver first, so
+                    # neither side always meets the store grown by the other's writes.
+                    if repetition % 2 == 0:
+                        api_runs.append(await measure_api(op, role, connections))
+                        raw_runs.append(await measure_raw(op, role, connections))
+                    else:
+                        raw_runs.append(await measure_raw(op, role, connections))
+                        api_runs.append(await measure_api(op, role, connections))
+                    say(
+                        f"{op} as {role} ({repetition + 1}/{args.repeat}): "
+                        f"{api_runs[-1]['rate']:.1f} req/s (raw {raw_runs[-1]['rate']:.1f})"
+                    )
+        rows = [
+            (op, role, _median(api_runs), _median(raw_runs))
+            for (op, role), (api_runs, raw_runs) in runs.items()
+        ]
         await meter.close()
         print_table(rows, args)
     finally:
@@ -242,10 +264,16 @@ async def run(args: argparse.Namespace) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _median(samples: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the repetitions."""
+    return {name: statistics.median(s[name] for s in samples) for name in samples[0]}
+
+
 def print_table(rows: list[tuple[str, str, dict[str, float], dict[str, float]]], args) -> None:
     print(
         f"\nscripts/bench --entities {args.entities} --seconds {args.seconds} "
-        f"--workers {args.workers} ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)\n"
+        f"--workers {args.workers} --repeat {args.repeat} "
+        f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores; medians)\n"
     )
     print(
         "| operation | as | API req/s | raw ops/s | API p50 / p99 ms | API CPU ms/req | raw CPU "
@@ -269,6 +297,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8, help="per operation and side")
     parser.add_argument("--connections", type=int, default=16, help="for point operations")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="interleaved repetitions; medians are printed"
+    )
     parser.add_argument("--operations", default=",".join(OPERATIONS))
     parser.add_argument("--timeout", type=float, default=600, help="give up after this long")
     args = parser.parse_args()
