@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 MAX_SUBSCRIPTIONS = 100
 QUEUE_LIMIT = 10_000
 LIVENESS_SECONDS = 1.0
+LIVENESS_DEADLINE_S = 5.0  # one credential check may not hold up the others for longer
 _SUBSCRIBE_KEYS = frozenset({"store", "id", "only", "resume"})
 
 
@@ -338,7 +339,8 @@ class Hub:
                 credential = client.principal.credential
                 try:
                     if credential not in seen:
-                        seen[credential] = await credentials.current(client.principal)
+                        with pymongo.timeout(LIVENESS_DEADLINE_S):
+                            seen[credential] = await credentials.current(client.principal)
                 except APIError:
                     continue  # database unreachable: keep the socket, check again later
                 current = seen[credential]
