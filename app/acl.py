@@ -94,7 +94,7 @@ def can_read(user: Principal, entity: Mapping[str, Any]) -> bool:
     if user.admin:
         return True
     # Exactly what the indexed read filter would match: no ``_readers``, no reader but admins.
-    return not user_keys(user).isdisjoint(readers_in(entity))
+    return not frozenset(user.reader_keys()).isdisjoint(readers_in(entity))
 
 
 def can_write(user: Principal, entity: Mapping[str, Any]) -> bool:
@@ -106,10 +106,6 @@ def can_write(user: Principal, entity: Mapping[str, Any]) -> bool:
     return entity.get("owner") == user.user_id or (
         isinstance(entity.get("group"), str) and entity.get("group") in user.groups
     )
-
-
-def user_keys(user: Principal) -> frozenset[str]:
-    return frozenset(user.reader_keys())
 
 
 def readers_in(entity: Mapping[str, Any] | None) -> list[str]:

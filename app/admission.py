@@ -36,11 +36,13 @@ _READ_METHODS = frozenset({"GET", "HEAD"})
 
 @dataclass(frozen=True)
 class Limits:
-    reads: int = 64
-    writes: int = 32
-    lists: int = 4
-    wait_s: float = 0.1
-    db_timeout_s: float = 10.0
+    """The lanes' sizes and the waits, from ``Settings.limits()`` (the defaults live there)."""
+
+    reads: int
+    writes: int
+    lists: int
+    wait_s: float
+    db_timeout_s: float
     retry_after_s: int = 1
 
 
@@ -97,9 +99,9 @@ class Admission:
     """ASGI middleware: admits each API request to its lane, bounds its database time, and
     cancels it when its client goes away."""
 
-    def __init__(self, app: ASGIApp, limits: Limits | None = None):
+    def __init__(self, app: ASGIApp, limits: Limits):
         self.app = app
-        self.limits = limits or Limits()
+        self.limits = limits
         self.lanes = {
             "read": Lane("read", self.limits.reads),
             "write": Lane("write", self.limits.writes),

@@ -81,20 +81,16 @@ class Entities:
     async def get(
         self, store: str, entity_id: ObjectId, user: Principal, only: tuple[str, ...] | None = None
     ) -> Document:
-        collection = self.storage.store(store)
-        async with translated_async():
-            if only is None:
-                # One entity by its id: the read rule is checked on the fetched document (the
-                # same 404 as the query would give), which spares the database a projection.
-                found = await collection.find_one({"_id": entity_id})
-                if found is not None and not acl.can_read(user, found):
-                    found = None
-            else:
-                found = await collection.find_one(
+        if only is None:
+            found = await self._readable(store, entity_id, user)
+        else:
+            async with translated_async():
+                projected = await self.storage.store(store).find_one(
                     {"_id": entity_id, **acl.read_filter(user)}, projection(only)
                 )
-        if found is None:
-            raise _not_found(store, entity_id)
+            if projected is None:
+                raise _not_found(store, entity_id)
+            found = projected
         found.pop(READERS, None)
         return found
 

@@ -35,6 +35,11 @@ class OutOfRange(ValueError):
         self.path = path
         super().__init__(f"{path}: integers must fit in 64 bits")
 
+    def in_event_argument(self) -> str:
+        """The path inside a socket event's argument: the packet is ``["name", arg, ...]``,
+        so the leading array index goes, and the argument itself is ``body``."""
+        return self.path.partition(".")[2] or "body"
+
 
 def iso_ms(value: datetime | DatetimeMS | int) -> str:
     """Format a date (or milliseconds since the epoch) as ISO 8601 UTC with milliseconds."""

@@ -63,12 +63,12 @@ class Settings:
     max_body_bytes: int
     cors_origins: tuple[str, ...]
     log_level: str
-    max_concurrent_reads: int = 64
-    max_concurrent_writes: int = 32
-    max_concurrent_lists: int = 4
-    admission_wait_ms: int = 100
-    db_timeout_ms: int = 10000
-    workers: int = 1
+    max_concurrent_reads: int
+    max_concurrent_writes: int
+    max_concurrent_lists: int
+    admission_wait_ms: int
+    db_timeout_ms: int
+    workers: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

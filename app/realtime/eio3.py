@@ -261,8 +261,7 @@ def _event_args(data: str) -> tuple[str, Any]:
     try:
         args = jsonio.loads(data)
     except jsonio.OutOfRange as exc:
-        _, _, inner = exc.path.partition(".")
-        raise Invalid(inner or "body", "integers must fit in 64 bits") from None
+        raise Invalid(exc.in_event_argument(), "integers must fit in 64 bits") from None
     except ValueError:
         raise BadRequest("Event data is not JSON") from None
     if not isinstance(args, list) or not args or not isinstance(args[0], str):

@@ -48,8 +48,7 @@ class _OrjsonModule:
             # answered (with its ack), and replace the argument by the refusal.
             parsed = orjson.loads(text)
             if isinstance(parsed, list) and parsed and isinstance(parsed[0], str):
-                inner = exc.path.partition(".")[2]
-                return [parsed[0], _OutOfRange(inner or "body")]
+                return [parsed[0], _OutOfRange(exc.in_event_argument())]
             raise
 
 

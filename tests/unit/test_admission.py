@@ -4,6 +4,7 @@ away cancels its request's work, driven through the ASGI interface."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import orjson
@@ -13,7 +14,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.admission import Admission, Lane, Limits, lane_name
+from app.admission import Admission, Lane, lane_name
+from app.settings import Settings
+
+DEFAULT_LIMITS = Settings.from_env({}).limits()
 
 
 @pytest.mark.parametrize(
@@ -98,7 +102,7 @@ async def _call(app: Any, method: str, path: str, messages: list[dict[str, Any]]
 
 async def test_a_client_that_goes_away_cancels_its_request():
     events: list[str] = []
-    app = Admission(_app(events), Limits(reads=1))
+    app = Admission(_app(events), dataclasses.replace(DEFAULT_LIMITS, reads=1))
     queue, sent, task = await _call(
         app, "GET", "/api/v1/slow/1", [{"type": "http.request", "body": b"", "more_body": False}]
     )
@@ -120,7 +124,7 @@ async def test_a_client_that_goes_away_cancels_its_request():
 
 
 async def test_bodies_are_read_by_the_app_and_the_request_completes():
-    app = Admission(_app([]), Limits())
+    app = Admission(_app([]), DEFAULT_LIMITS)
     chunks = [
         {"type": "http.request", "body": b"ab", "more_body": True},
         {"type": "http.request", "body": b"cde", "more_body": False},
