@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 READERS = "_readers"
+# The entity's change counter, bumped by every update the API makes; guards writes that
+# depend on the whole entity (store definitions) and never leaves the server either.
+REVISION = "_rev"
+HIDDEN = frozenset({READERS, REVISION})
 ACCESS_FIELDS = ("owner", "group", "access", "branch")
 EVERYONE = "*"
 

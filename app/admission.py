@@ -90,7 +90,7 @@ def lane_name(method: str, path: str) -> str | None:
     if method not in _READ_METHODS:
         return "write"
     parts = path.rstrip("/").split("/")  # ["", "api", "v1", store, ...]
-    if len(parts) == 4 and not parts[3].startswith("_"):
+    if len(parts) == 4 and not parts[3].startswith("_") and parts[3] != "openapi.json":
         return "list"
     return "read"
 

@@ -20,7 +20,7 @@ import jwt
 from bson import ObjectId
 
 from app.acl import Principal
-from app.entities import now
+from app.clock import now
 from app.errors import Invalid, NotFound, Unauthorized
 from app.jsonio import ms
 from app.storage import SESSIONS, TOKENS, Document, Storage, translated_async

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
@@ -16,7 +16,9 @@ from bson.datetime_ms import DatetimeMS
 from pymongo import ASCENDING, DESCENDING
 
 from app import acl, validation
-from app.acl import READERS, Principal
+from app.acl import HIDDEN, READERS, REVISION, Principal
+from app.clock import now
+from app.definitions import Definitions
 from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.jsonio import ms
 from app.query import ListQuery, parse_time, projection
@@ -30,12 +32,6 @@ BATCH = 1000
 _RETRIES = 3
 
 
-def now() -> datetime:
-    """The current time at BSON's millisecond precision."""
-    moment = datetime.now(UTC)
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
-
-
 @dataclass
 class Page:
     """One list page: its documents (streamed) and, when the page is full and more follow,
@@ -46,12 +42,18 @@ class Page:
 
 
 class Entities:
-    def __init__(self, storage: Storage, user_exists: Callable[[str], Awaitable[bool]]):
+    def __init__(
+        self,
+        storage: Storage,
+        user_exists: Callable[[str], Awaitable[bool]],
+        definitions: Definitions,
+    ):
         self.storage = storage
         self.user_exists = user_exists
+        self.definitions = definitions
 
     async def create(self, store: str, body: dict[str, Any], user: Principal) -> Document:
-        for name in (*SERVER_FIELDS, READERS):
+        for name in (*SERVER_FIELDS, *sorted(HIDDEN)):
             if name in body:
                 raise Invalid(name, "is set by the server")
         fields = dict(body)
@@ -61,6 +63,10 @@ class Entities:
         access = validation.string_list(fields.pop("access", []), "access")
         branch = validation.string_list(fields.pop("branch", []), "branch")
         validation.document(fields)
+        definition = self.definitions.get(store)
+        if definition is not None:
+            fields = definition.for_create(fields)
+            validation.document(fields)  # defaults included
         moment = now()
         entity: Document = {
             "_id": ObjectId(),
@@ -91,7 +97,7 @@ class Entities:
             if projected is None:
                 raise _not_found(store, entity_id)
             found = projected
-        found.pop(READERS, None)
+        _hide(found)
         return found
 
     async def list(self, store: str, query: ListQuery, user: Principal) -> Page:
@@ -157,7 +163,7 @@ class Entities:
             last = await collection.find_one(selected, shown, sort=[("_id", DESCENDING)])
         for found in (first, last):
             if found is not None:
-                found.pop(READERS, None)
+                _hide(found)
         return {"count": count, "first": first, "last": last}
 
     async def patch(
@@ -168,7 +174,7 @@ class Entities:
         for key, item in body.items():
             segments = validation.path(key)
             head = segments[0]
-            if head == READERS:
+            if head in HIDDEN:
                 raise Invalid(key, "is not a field")
             if head in PATCH_PROTECTED:
                 if len(segments) > 1:
@@ -184,10 +190,17 @@ class Entities:
             for name, item in expected.items():
                 if name != "_id" and not _same(current.get(name), item):
                     raise Invalid(name, "cannot be changed with PATCH")
+            guarded = [n for n in expected if n != "_id"]
+            definition = self.definitions.get(store)
+            if definition is not None:
+                # Checked on the entity as it will be, and written only if no other write
+                # came between (its revision is unchanged): what is stored stays valid.
+                definition.check_patch(current, changes)
+                guarded.append(REVISION)
             # The write applies only while the entity is as checked: the access state that
             # allowed it, and the protected values sent back (``$eq``: data, never operators).
-            selector = _unchanged(entity_id, current, [n for n in expected if n != "_id"])
-            update = {"$set": {**changes, "updatedAt": now()}}
+            selector = _unchanged(entity_id, current, guarded)
+            update = {"$set": {**changes, "updatedAt": now()}, "$inc": {REVISION: 1}}
             updated = await _update_and_read(collection, selector, update, entity_id)
             if updated is not None:
                 return updated
@@ -228,7 +241,10 @@ class Entities:
             readers = acl.readers_of(
                 merged["owner"], merged["group"], merged["access"] or [], merged["branch"] or []
             )
-            update = {"$set": {**wanted, READERS: readers, "updatedAt": now()}}
+            update = {
+                "$set": {**wanted, READERS: readers, "updatedAt": now()},
+                "$inc": {REVISION: 1},
+            }
             selector = _unchanged(entity_id, current, acl.ACCESS_FIELDS)
             updated = await _update_and_read(collection, selector, update, entity_id)
             if updated is not None:
@@ -291,7 +307,7 @@ async def _update_and_read(
             return None
         found: Document | None = await collection.find_one({"_id": entity_id})
     if found is not None:
-        found.pop(READERS, None)
+        _hide(found)
     return found
 
 
@@ -323,6 +339,11 @@ def _same(stored: Any, given: Any) -> bool:
     return bool(stored == given)
 
 
+def _hide(document: Document) -> None:
+    for name in HIDDEN:
+        document.pop(name, None)
+
+
 def _not_found(store: str, entity_id: ObjectId) -> NotFound:
     return NotFound(f"No entity {entity_id} in store {store}")
 
@@ -334,7 +355,7 @@ async def _empty() -> AsyncIterator[Document]:
 
 async def _held(documents: list[Document]) -> AsyncIterator[Document]:
     for document in documents:
-        document.pop(READERS, None)
+        _hide(document)
         yield document
 
 
@@ -342,10 +363,10 @@ async def _stream(cursor: Any, first: Document | None) -> AsyncIterator[Document
     try:
         if first is None:
             return
-        first.pop(READERS, None)
+        _hide(first)
         yield first
         async for document in cursor:
-            document.pop(READERS, None)
+            _hide(document)
             yield document
     finally:
         await cursor.close()

@@ -67,9 +67,18 @@ class Invalid(APIError):
     tags = ("error_invalid",)
     default_message = "Invalid value"
 
-    def __init__(self, field: str, problem: str):
+    def __init__(self, field: str, problem: str, *, errors: list[dict[str, str]] | None = None):
         self.field = field
+        # Every violation found, ``[{"field", "rule", "message"}]`` (store definitions report
+        # them all at once); the message repeats the first.
+        self.errors = errors
         super().__init__(f"{field}: {problem}")
+
+    def body(self, request_id: str | None = None) -> dict[str, Any]:
+        body = super().body(request_id)
+        if self.errors is not None:
+            body["errors"] = self.errors
+        return body
 
 
 class Unauthorized(APIError):
@@ -105,6 +114,10 @@ class Conflict(APIError):
     code = ErrorCode.CONFLICT
     tags = ("error_conflict",)
     default_message = "Conflict"
+
+    def __init__(self, message: str | None = None, *, field: str | None = None):
+        self.field = field  # the unique field a duplicate was refused on, when known
+        super().__init__(message)
 
 
 class TooLarge(APIError):

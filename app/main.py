@@ -42,11 +42,13 @@ def create_app(settings: Settings) -> Starlette:
                     flush=True,
                 )
             app.state.services = services
+            await services.definitions.start()
             await hub.start(services)
             try:
                 yield
             finally:
                 await hub.stop()
+                await services.definitions.stop()
         finally:
             await storage.close()
 

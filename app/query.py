@@ -14,7 +14,7 @@ from typing import Any
 from bson import ObjectId
 
 from app import validation
-from app.acl import READERS
+from app.acl import HIDDEN
 from app.errors import BadRequest, Invalid
 from app.jsonio import ms
 
@@ -81,7 +81,7 @@ def only_fields(raw: str, name: str = "only") -> list[str]:
         raise Invalid(name, "expected a comma-separated list of field names")
     for field in fields:
         segments = validation.path(field)
-        if segments[0] == READERS:
+        if segments[0] in HIDDEN:
             raise Invalid(name, f"{field!r} is not a field")
     validation.no_overlap([f for f in fields if f != "_id"], name)
     return fields
@@ -135,6 +135,16 @@ class ListQuery:
         return params
 
 
+def flag(raw: str | None, name: str) -> bool:
+    """A true/false query parameter (``true``/``false``/``1``/``0``); absent is false."""
+    if raw is None:
+        return False
+    lowered = raw.lower()
+    if lowered not in ("true", "false", "1", "0"):
+        raise Invalid(name, "expected true or false")
+    return lowered in ("true", "1")
+
+
 def parse_list_query(params: Mapping[str, Sequence[str]]) -> ListQuery:
     """``params`` maps each name to all its values; unknown names are ignored."""
     single: dict[str, str] = {}
@@ -145,14 +155,9 @@ def parse_list_query(params: Mapping[str, Sequence[str]]) -> ListQuery:
         if values:
             single[name] = values[0]
 
-    meta = False
-    if "meta" in single:
-        flag = single["meta"].lower()
-        if flag not in ("true", "false", "1", "0"):
-            raise Invalid("meta", "expected true or false")
-        meta = flag in ("true", "1")
-        if meta and ("offset" in single or "limit" in single):
-            raise BadRequest("meta cannot be combined with offset or limit")
+    meta = flag(single.get("meta"), "meta")
+    if meta and ("offset" in single or "limit" in single):
+        raise BadRequest("meta cannot be combined with offset or limit")
 
     limit = min(_int(single["limit"], "limit"), MAX_LIMIT) if "limit" in single else MAX_LIMIT
     offset = _int(single["offset"], "offset") if "offset" in single else 0

@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.credentials import Credentials
+from app.definitions import Definitions
 from app.entities import Entities
+from app.openapi import OpenAPI
 from app.settings import Settings
 from app.storage import Storage
 from app.throttle import LoginThrottle
@@ -19,6 +21,8 @@ class Services:
     storage: Storage
     users: Users
     entities: Entities
+    definitions: Definitions
+    openapi: OpenAPI
     credentials: Credentials
     throttle: LoginThrottle
 
@@ -34,11 +38,14 @@ class Services:
             storage, users, settings.signing_secret(), settings.session_ttl, settings.token_ttl
         )
         credentials_box.append(credentials)
+        definitions = Definitions(storage, settings.definitions_poll_ms / 1000)
         return cls(
             settings=settings,
             storage=storage,
             users=users,
-            entities=Entities(storage, users.exists),
+            entities=Entities(storage, users.exists, definitions),
+            definitions=definitions,
+            openapi=OpenAPI(definitions),
             credentials=credentials,
             throttle=LoginThrottle(storage),
         )

@@ -30,6 +30,7 @@ DEFAULTS: dict[str, str] = {
     "ADMISSION_WAIT_MS": "100",
     "DB_TIMEOUT_MS": "10000",
     "WORKERS": "1",
+    "DEFINITIONS_POLL_MS": "1000",
 }
 
 
@@ -69,6 +70,7 @@ class Settings:
     admission_wait_ms: int
     db_timeout_ms: int
     workers: int
+    definitions_poll_ms: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -99,6 +101,7 @@ class Settings:
             admission_wait_ms=_positive_int(env, "ADMISSION_WAIT_MS"),
             db_timeout_ms=_positive_int(env, "DB_TIMEOUT_MS"),
             workers=_positive_int(env, "WORKERS"),
+            definitions_poll_ms=_positive_int(env, "DEFINITIONS_POLL_MS"),
         )
 
     def limits(self) -> Limits:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from contextvars import Context
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import pymongo
@@ -38,11 +38,16 @@ from app.errors import APIError, Conflict, Internal, Invalid, ResumeExpired, Una
 log = logging.getLogger(__name__)
 
 Document = dict[str, Any]
+T = TypeVar("T")
 
 USERS = "_users"
 SESSIONS = "_sessions"
 TOKENS = "_tokens"
 LOGIN_FAILURES = "_login_failures"
+DEFINITIONS = "_stores"
+# Index names the store definitions own; other indexes of a store are never touched by them.
+UNIQUE_PREFIX = "unique:"
+INDEX_PREFIX = "index:"
 
 # Entities are read with millisecond datetimes (BSON's own precision), rendered by app.jsonio.
 # Text that is not valid UTF-8 (another program may store it) reads with U+FFFD in its place
@@ -62,6 +67,12 @@ _REJECTED_WRITE = {2, 9, 14, 28, 40, 52, 55, 56, 57, 66, 10334, 17419}
 
 def _raise_api_error(exc: PyMongoError) -> None:
     if isinstance(exc, DuplicateKeyError):
+        pattern = (exc.details or {}).get("keyPattern")
+        if isinstance(pattern, dict) and len(pattern) == 1:
+            # A store definition's unique field (or a system collection's unique key): named,
+            # never the entity that holds the value already.
+            field = str(next(iter(pattern)))
+            raise Conflict(f"{field}: another record already has this value", field=field) from exc
         raise Conflict("A record with that unique value already exists") from exc
     if isinstance(exc, ServerSelectionTimeoutError):
         raise Unavailable() from exc
@@ -83,6 +94,12 @@ def _raise_api_error(exc: PyMongoError) -> None:
         ) from exc
     log.error("database error: %r", exc)
     raise Internal() from exc
+
+
+async def outside_deadline(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` free of its request's database deadline (admin work that takes as long as
+    the store is large: index builds, dry runs); it is still cancelled with its request."""
+    return await asyncio.get_running_loop().create_task(work, context=Context())
 
 
 @asynccontextmanager
@@ -203,6 +220,65 @@ class Storage:
             )
             self._index_builds.add(task)
             task.add_done_callback(self._index_builds.discard)
+
+    # --- what store definitions need ---
+
+    async def store_names(self) -> list[str]:
+        """The stores that exist in the database (collections not named ``_...``)."""
+        async with translated_async():
+            names = await self.db.list_collection_names()
+        return sorted(n for n in names if not n.startswith(("_", "system.")))
+
+    async def store_exists(self, name: str) -> bool:
+        async with translated_async():
+            names = await self.db.list_collection_names(filter={"name": name})
+        return name in names
+
+    async def estimated_count(self, name: str) -> int:
+        async with translated_async():
+            return await self.store(name).estimated_document_count()
+
+    async def defined_indexes(self, name: str) -> dict[str, Document]:
+        """The indexes a definition made on store ``name``, by name."""
+        async with translated_async():
+            found = await self.store(name).index_information()
+        return {
+            index: spec
+            for index, spec in found.items()
+            if index.startswith((UNIQUE_PREFIX, INDEX_PREFIX))
+        }
+
+    async def create_unique(self, name: str, field: str) -> None:
+        """A unique index over the entities that have ``field``; DuplicateKey -> 409 naming
+        it when entities already share a value."""
+        async with translated_async():
+            await self.store(name).create_index(
+                [(field, ASCENDING)],
+                name=UNIQUE_PREFIX + field,
+                unique=True,
+                partialFilterExpression={field: {"$exists": True}},
+            )
+
+    async def create_plain_index(self, name: str, index: str, keys: list[tuple[str, int]]) -> None:
+        async with translated_async():
+            await self.store(name).create_index(keys, name=index)
+
+    async def drop_index(self, name: str, index: str) -> None:
+        async with translated_async():
+            try:
+                await self.store(name).drop_index(index)
+            except OperationFailure as exc:
+                if exc.code != 27:  # IndexNotFound: already gone
+                    raise
+
+    async def drop_store(self, name: str) -> None:
+        async with translated_async():
+            await self.db.drop_collection(name)
+        self.forget_store(name)
+
+    def forget_store(self, name: str) -> None:
+        """Forget that a store was prepared (it was dropped): the next write creates it anew."""
+        self._ready_stores.discard(name)
 
     async def _build_indexes(self, name: str) -> None:
         # Only indexes a query of ours uses, since each one costs every write: the read rule

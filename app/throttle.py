@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from pymongo import DESCENDING
 
-from app.entities import now
+from app.clock import now
 from app.errors import TooManyRequests
 from app.storage import LOGIN_FAILURES, Storage, translated_async
 

@@ -12,7 +12,7 @@ from bson import ObjectId
 
 from app import validation
 from app.acl import Principal
-from app.entities import now
+from app.clock import now
 from app.errors import Conflict, Invalid, NotFound
 from app.passwords import MAX_LENGTH, MIN_LENGTH, hash_password
 from app.storage import USERS, Document, Storage, translated_async

@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bench_realtime_procs import cpu_seconds, say, start_server, stop_process
+from bench_realtime_procs import (
+    cpu_seconds,
+    say,
+    sign_in,
+    start_server,
+    stop_process,
+    wait_healthy,
+)
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
@@ -161,15 +168,8 @@ async def run(args: argparse.Namespace) -> None:
             database.url, workdir, {"MONGODB_DB": db_name, "WORKERS": str(args.workers)}
         )
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-            for _ in range(300):
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-            login = {"login": "admin", "password": password}
-            admin = (await http.post("/api/v1/auth/token", json=login)).json()["token"]
+            await wait_healthy(http, server)
+            admin = await sign_in(http, password)
             http.headers["Authorization"] = f"Bearer {admin}"
             body = {"login": "reader", "password": "reader-password-1", "groups": [GROUP]}
             reader_id = (await http.post("/api/v1/_users", json=body)).json()["id"]

@@ -32,8 +32,10 @@ from bench_realtime_procs import (
     raise_fd_limit,
     rss_kib,
     say,
+    sign_in,
     start_server,
     stop_process,
+    wait_healthy,
 )
 from bench_realtime_report import Measured, Write, render
 from pymongo import AsyncMongoClient
@@ -65,28 +67,6 @@ async def paced(count: int, rate: float, write: Callable[[int], Awaitable[bool]]
         await asyncio.sleep(max(0.0, start + seq / rate - loop.time()))
         tasks.append(asyncio.create_task(one(seq)))
     return list(await asyncio.gather(*tasks))
-
-
-async def wait_healthy(http: httpx.AsyncClient, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        if server.poll() is not None:
-            raise BenchError(f"the server exited with code {server.returncode}")
-        try:
-            if (await http.get("/healthz")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise BenchError("the server did not answer /healthz within 30s")
-        await asyncio.sleep(0.1)
-
-
-async def sign_in(http: httpx.AsyncClient, password: str) -> str:
-    reply = await http.post("/api/v1/auth/token", json={"login": "admin", "password": password})
-    if reply.status_code != 200:
-        raise BenchError(f"sign-in failed: {reply.status_code} {reply.text}")
-    return str(reply.json()["token"])
 
 
 async def raw_baseline(args: argparse.Namespace, db_url: str, workdir: Path, m: Measured) -> None:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+import httpx
 import orjson
 
 from app.embedded import free_port
@@ -203,3 +204,25 @@ class Worker:
             with contextlib.suppress(OSError, IndexError, ValueError):
                 if int(_stat_fields(pid)[1]) == os.getpid():
                     os.kill(pid, signal.SIGKILL)
+
+
+async def wait_healthy(http: httpx.AsyncClient, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        if server.poll() is not None:
+            raise BenchError(f"the server exited with code {server.returncode}")
+        try:
+            if (await http.get("/healthz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise BenchError("the server did not answer /healthz within 30s")
+        await asyncio.sleep(0.1)
+
+
+async def sign_in(http: httpx.AsyncClient, password: str) -> str:
+    reply = await http.post("/api/v1/auth/token", json={"login": "admin", "password": password})
+    if reply.status_code != 200:
+        raise BenchError(f"sign-in failed: {reply.status_code} {reply.text}")
+    return str(reply.json()["token"])

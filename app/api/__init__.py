@@ -2,7 +2,8 @@
 
 Each path is one route with a handler per method, so a wrong method gets 405 with the full
 ``Allow`` list. Store routes never claim the paths of system resources (``auth``, ``_me``,
-``_users``, ``_tokens``), so those answer 404/405 rather than being read as store names.
+``_users``, ``_tokens``, ``_stores``, the OpenAPI document), so those answer 404/405 rather
+than being read as store names.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match, Route
+from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import Scope
 
-from app.api import entities, session, system, tokens, users
+from app.api import docs, entities, session, stores, system, tokens, users
 
 V1 = "/api/v1"
-SYSTEM_NAMES = frozenset({"auth", "_me", "_users", "_tokens"})
+SYSTEM_NAMES = frozenset({"auth", "_me", "_users", "_tokens", "_stores", "openapi.json"})
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -41,8 +42,11 @@ class StoreRoute(Route):
         return match, child
 
 
-routes = [
+routes: list[BaseRoute] = [
     resource("/healthz", GET=system.healthz),
+    resource(f"{V1}/openapi.json", GET=docs.openapi),
+    resource("/api/docs", GET=docs.page),
+    Mount("/api/docs/assets", app=docs.ASSETS, name="docs-assets"),
     resource(f"{V1}/auth", POST=session.sign_in, DELETE=session.sign_out),
     resource(f"{V1}/auth/token", POST=session.token),
     resource(f"{V1}/_me", GET=system.me),
@@ -50,6 +54,8 @@ routes = [
     resource(f"{V1}/_users/{{user_id}}", GET=users.get, PATCH=users.patch, DELETE=users.delete),
     resource(f"{V1}/_tokens", GET=tokens.list_tokens, POST=tokens.create),
     resource(f"{V1}/_tokens/{{token_id}}", DELETE=tokens.revoke),
+    resource(f"{V1}/_stores", GET=stores.list_stores),
+    resource(f"{V1}/_stores/{{store}}", GET=stores.get, PUT=stores.put, DELETE=stores.delete),
     resource(f"{V1}/{{store}}", StoreRoute, GET=entities.list_entities, POST=entities.create),
     resource(
         f"{V1}/{{store}}/{{entity_id}}",

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from app import jsonio
-from app.acl import READERS
+from app.acl import HIDDEN
 from app.realtime.changes import Change
 
 Document = dict[str, Any]
@@ -61,7 +61,7 @@ class Rendered:
         after = self._plain
         if after is None:
             after = self._plain = {
-                k: v for k, v in (self.change.after or {}).items() if k != READERS
+                k: v for k, v in (self.change.after or {}).items() if k not in HIDDEN
             }
         return project(after, only) if only else after
 

@@ -37,7 +37,7 @@ async def test_create_takes_group_access_branch_from_body(make_user, store):
     assert (entity["group"], entity["access"], entity["branch"]) == ("ops", ["*", "u1"], ["north"])
 
 
-@pytest.mark.parametrize("field", ["_id", "owner", "createdAt", "updatedAt", "_readers"])
+@pytest.mark.parametrize("field", ["_id", "owner", "createdAt", "updatedAt", "_readers", "_rev"])
 async def test_create_refuses_server_fields(make_user, store, field):
     user = await make_user()
     body = assert_api_error(await user.post(f"/api/v1/{store}", json={field: "x"}), 400, "INVALID")
@@ -171,7 +171,14 @@ async def test_patch_refuses_changing_protected_fields(make_user, store, field, 
 
 @pytest.mark.parametrize(
     "body",
-    [{"a": 1, "a.b": 2}, {"x..y": 1}, {"x.$y": 1}, {"_readers": ["*"]}, {"v": {"$inc": 1}}],
+    [
+        {"a": 1, "a.b": 2},
+        {"x..y": 1},
+        {"x.$y": 1},
+        {"_readers": ["*"]},
+        {"_rev": 5},
+        {"v": {"$inc": 1}},
+    ],
 )
 async def test_patch_refuses_bad_paths(make_user, store, body):
     user = await make_user()
