@@ -379,7 +379,10 @@ class Definitions:
         async with translated_async():
             async for document in self.storage.store(store).find({}, batch_size=1000):
                 checked += 1
-                found = parsed.schema.violations(own_fields(json_form(document)))
+                try:
+                    found = parsed.schema.violations(own_fields(json_form(document)))
+                except Invalid as exc:
+                    found = [Violation("", "depth", exc.message)]
                 if found:
                     rejected += 1
                     if len(examples) < DRY_RUN_EXAMPLES:

@@ -427,6 +427,19 @@ def _fixed_paths() -> Json:
                 "responses": {"200": _json({"type": "object"})},
             }
         },
+        "/api/docs": {
+            "get": {
+                "tags": ["system"],
+                "summary": "The reference page rendered from this document",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "HTML",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
         f"{V1}/auth": {
             "post": {
                 "tags": ["auth"],

@@ -354,6 +354,7 @@ async def test_dry_run_counts_rejects_and_changes_nothing(admin, store):
         ({"type": "object", "$schema": "http://json-schema.org/draft-07/schema#"}, "2020-12"),
         ({"type": "object", "properties": {"a": {"$id": "https://x/y"}}}, "$id"),
         ({"type": "object", "properties": {f"p{i}": {} for i in range(501)}}, "500"),
+        ({"type": "object", "properties": {"a": {"default": {"$set": 1}}}}, "a.default"),
     ],
 )
 async def test_refused_schemas(admin, store, schema, field):
