@@ -43,6 +43,7 @@ class Limits:
     lists: int
     wait_s: float
     db_timeout_s: float
+    query_timeout_s: float = 15.0  # the list lane's deadline: lists, meta and filters
     retry_after_s: int = 1
 
 
@@ -126,7 +127,7 @@ class Admission:
             rid = str(scope.get("state", {}).get("request_id", ""))
             await render(error, rid)(scope, receive, send)
             return
-        deadline = self.limits.db_timeout_s
+        deadline = self.limits.query_timeout_s if name == "list" else self.limits.db_timeout_s
         services = getattr(scope["app"].state, "services", None) if "app" in scope else None
         if services is not None:
             deadline = services.storage.request_timeout(deadline)

@@ -21,9 +21,10 @@ import orjson
 from pymongo.errors import DuplicateKeyError
 
 from app import validation
+from app.acl import READERS
 from app.clock import now
 from app.errors import Conflict, Invalid, NotFound
-from app.schemas import SERVER_FIELDS, Schema, Violation, json_form, own_fields
+from app.schemas import SERVER_FIELDS, Schema, Violation, invalid, json_form, own_fields
 from app.storage import (
     DEFINITIONS,
     INDEX_PREFIX,
@@ -74,8 +75,16 @@ class Definition:
     def for_create(self, fields: dict[str, Any]) -> dict[str, Any]:
         """The entity's own fields with defaults applied, checked against the schema."""
         filled = self.schema.with_defaults(fields)
-        self.schema.check(filled)
+        self.check(filled)
         return filled
+
+    def check(self, fields: dict[str, Any]) -> None:
+        found = self.schema.violations(fields) + self.unindexable(fields)
+        if found:
+            raise invalid(found)
+
+    def unindexable(self, fields: dict[str, Any]) -> list[Violation]:
+        return unindexable(self.indexes, fields)
 
     def check_patch(self, stored: Document, changes: dict[str, Any]) -> None:
         """Refuse ``changes`` (dotted paths of own fields) unless the entity they make is
@@ -90,7 +99,7 @@ class Definition:
         if changed:
             found = [Violation(path, "readOnly", "is read-only") for path in changed]
             raise Invalid(changed[0], "is read-only", errors=[v.public() for v in found])
-        self.schema.check(after)
+        self.check(after)
 
 
 def index_name(keys: tuple[tuple[str, int], ...]) -> str:
@@ -164,6 +173,25 @@ def parse(body: dict[str, Any]) -> _Parsed:
         dict.fromkeys(_index(item, f"indexes.{i}") for i, item in enumerate(indexes))
     )
     return _Parsed(title, description, schema, unique_paths, parsed_indexes)
+
+
+def unindexable(
+    indexes: tuple[tuple[tuple[str, int], ...], ...], fields: Document
+) -> list[Violation]:
+    """Indexed fields that hold an array. An index of the definition also holds the read
+    rule's ``_readers`` (an array), and MongoDB cannot index two arrays of one entity
+    together, so the server refuses such a write on every database alike."""
+    found = []
+    for index in indexes:
+        for path, _ in index:
+            value: Any = fields
+            for segment in path.split("."):
+                value = value.get(segment) if isinstance(value, dict) else None
+                if isinstance(value, list):
+                    message = "is indexed (store definition indexes) and cannot hold an array"
+                    found.append(Violation(path, "indexed", message))
+                    break
+    return found
 
 
 def _text(value: Any, field: str, limit: int) -> str | None:
@@ -365,7 +393,9 @@ class Definitions:
         for keys in parsed.indexes:
             name = index_name(keys)
             if name not in existing:
-                await self.storage.create_plain_index(store, name, list(keys))
+                # With the read rule's key last: a user's filter on these fields is served by
+                # the index together with the read rule.
+                await self.storage.create_plain_index(store, name, [*keys, (READERS, 1)])
 
     async def dry_run(self, store: str, body: dict[str, Any]) -> dict[str, Any]:
         """How many existing entities ``body``'s definition would reject, and up to
@@ -380,7 +410,8 @@ class Definitions:
             async for document in self.storage.store(store).find({}, batch_size=1000):
                 checked += 1
                 try:
-                    found = parsed.schema.violations(own_fields(json_form(document)))
+                    own = own_fields(json_form(document))
+                    found = parsed.schema.violations(own) + unindexable(parsed.indexes, own)
                 except Invalid as exc:
                     found = [Violation("", "depth", exc.message)]
                 if found:

@@ -7,21 +7,29 @@ realtime layer and future admin views call it.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
 from bson.datetime_ms import DatetimeMS
-from pymongo import ASCENDING, DESCENDING
+from pymongo import DESCENDING
 
 from app import acl, validation
 from app.acl import HIDDEN, READERS, REVISION, Principal
-from app.clock import now
+from app.clock import now, parse_time
 from app.definitions import Definitions
-from app.errors import Conflict, Forbidden, Invalid, NotFound
+from app.errors import (
+    Conflict,
+    DeadlineExceeded,
+    Forbidden,
+    Invalid,
+    NotFound,
+    QueryTimeout,
+)
 from app.jsonio import ms
-from app.query import ListQuery, parse_time, projection
+from app.query import ListQuery, Only, Resume, projection, sort_value
 from app.storage import Document, Storage, translated_async
 
 SERVER_FIELDS = ("_id", "owner", "createdAt", "updatedAt")
@@ -35,10 +43,10 @@ _RETRIES = 3
 @dataclass
 class Page:
     """One list page: its documents (streamed) and, when the page is full and more follow,
-    the id to continue ``after``."""
+    where the next one starts."""
 
     documents: AsyncIterator[Document]
-    next_after: ObjectId | None
+    last: Resume | None
 
 
 class Entities:
@@ -47,10 +55,12 @@ class Entities:
         storage: Storage,
         user_exists: Callable[[str], Awaitable[bool]],
         definitions: Definitions,
+        query_timeout_ms: int = 15000,
     ):
         self.storage = storage
         self.user_exists = user_exists
         self.definitions = definitions
+        self.query_timeout_ms = query_timeout_ms
 
     async def create(self, store: str, body: dict[str, Any], user: Principal) -> Document:
         for name in (*SERVER_FIELDS, *sorted(HIDDEN)):
@@ -85,7 +95,7 @@ class Entities:
         return entity
 
     async def get(
-        self, store: str, entity_id: ObjectId, user: Principal, only: tuple[str, ...] | None = None
+        self, store: str, entity_id: ObjectId, user: Principal, only: Only | None = None
     ) -> Document:
         if only is None:
             found = await self._readable(store, entity_id, user)
@@ -105,45 +115,60 @@ class Entities:
         cannot answer."""
         if query.limit == 0:
             return Page(_empty(), None)
+        async with self._bounded_query():
+            return await self._list(store, query, user)
+
+    async def _list(self, store: str, query: ListQuery, user: Principal) -> Page:
         collection = self.storage.store(store)
         selected = {**acl.read_filter(user), **query.bounds()}
+        order = query.order()
         if query.limit <= WHOLE_PAGE:
             # One query, one round trip: the page and one entity more, which tells whether
             # another page follows. At most WHOLE_PAGE + 1 entities are held.
             async with translated_async():
                 found = (
                     await collection.find(selected, query.projection(), batch_size=query.limit + 1)
-                    .sort("_id", ASCENDING)
+                    .sort(order)
                     .skip(query.offset)
                     .limit(query.limit + 1)
                     .to_list()
                 )
             more = len(found) > query.limit
             del found[query.limit :]
-            return Page(_held(found), found[-1]["_id"] if more else None)
+            last = await self._resume_at(store, query, found[-1]) if more else None
+            return Page(_held(found), last)
         # Larger pages are streamed in batches, never held whole; a first query finds where
         # the page ends and whether anything follows it.
+        sorted_by = [path for path, _ in query.sort.total] if query.sort else ["_id"]
         async with translated_async():
-            # Where does a full page end, and does anything follow it?
             edge = (
-                await collection.find(selected, {"_id": 1})
-                .sort("_id", ASCENDING)
+                await collection.find(selected, dict.fromkeys(sorted_by, 1))
+                .sort(order)
                 .skip(query.offset + query.limit - 1)
                 .limit(2)
                 .to_list()
             )
-        next_after = None
+        last = None
+        limit: int | None = query.limit
         if edge:
-            last_id = edge[0]["_id"]
-            selected["_id"] = {**selected.get("_id", {}), "$lte": last_id}
+            end = await self._resume_at(store, query, edge[0])
+            if query.sort is None:
+                selected["_id"] = {**selected.get("_id", {}), "$lte": end.id}
+            else:
+                # Up to the edge entity in the sort order: what is created inside the page
+                # meanwhile makes it longer, never pushes the edge out of both pages.
+                beyond = query.sort.after(end.values, end.id)
+                selected["$and"] = [*selected.get("$and", []), {"$nor": [beyond]}]
+                limit = None
             if len(edge) == 2:
-                next_after = last_id
+                last = end
         cursor = (
             collection.find(selected, query.projection(), batch_size=BATCH)
-            .sort("_id", ASCENDING)
+            .sort(order)
             .skip(query.offset)
-            .limit(query.limit)
         )
+        if limit is not None:
+            cursor = cursor.limit(limit)
         # The first batch is fetched before anything is sent, so a query the database refuses
         # is answered with an error envelope rather than a cut-off body.
         async with translated_async():
@@ -151,20 +176,48 @@ class Entities:
                 first: Document | None = await cursor.next()
             except StopAsyncIteration:
                 first = None
-        return Page(_stream(cursor, first), next_after)
+        return Page(_stream(cursor, first), last)
+
+    async def _resume_at(self, store: str, query: ListQuery, document: Document) -> Resume:
+        """Where the next page starts: after ``document`` (its sort values and id)."""
+        if query.sort is None:
+            return Resume((), document["_id"])
+        paths = [path for path, _ in query.sort.keys]
+        if query.only is not None:
+            # The page's projection may have left sort fields out: read them by id.
+            async with translated_async():
+                found = await self.storage.store(store).find_one(
+                    {"_id": document["_id"]}, dict.fromkeys(paths, 1)
+                )
+            document = found or document
+        return Resume(tuple(sort_value(document, path) for path in paths), document["_id"])
 
     async def meta(self, store: str, query: ListQuery, user: Principal) -> dict[str, Any]:
         collection = self.storage.store(store)
         selected = {**acl.read_filter(user), **query.bounds()}
         shown = query.projection()
-        async with translated_async():
+        reverse = query.sort.reversed() if query.sort else [("_id", DESCENDING)]
+        async with self._bounded_query(), translated_async():
             count = await collection.count_documents(selected)
-            first = await collection.find_one(selected, shown, sort=[("_id", ASCENDING)])
-            last = await collection.find_one(selected, shown, sort=[("_id", DESCENDING)])
+            first = await collection.find_one(selected, shown, sort=query.order())
+            last = await collection.find_one(selected, shown, sort=reverse)
         for found in (first, last):
             if found is not None:
                 _hide(found)
         return {"count": count, "first": first, "last": last}
+
+    @asynccontextmanager
+    async def _bounded_query(self) -> AsyncIterator[None]:
+        """Lists and ``meta`` run under QUERY_TIMEOUT_MS; running past it is a 504 that says
+        how to make the query cheaper (retrying the same query would not help)."""
+        try:
+            yield
+        except DeadlineExceeded:
+            raise QueryTimeout(
+                f"The query did not finish within {self.query_timeout_ms} ms "
+                "(QUERY_TIMEOUT_MS): narrow the filter or the from/to range, or index the "
+                "fields it filters and sorts on (the store definition's indexes)"
+            ) from None
 
     async def patch(
         self, store: str, entity_id: ObjectId, body: dict[str, Any], user: Principal

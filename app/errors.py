@@ -24,6 +24,7 @@ class ErrorCode(StrEnum):
     INTERNAL = "INTERNAL"
     UNAVAILABLE = "UNAVAILABLE"
     RESUME_EXPIRED = "RESUME_EXPIRED"
+    QUERY_TIMEOUT = "QUERY_TIMEOUT"
 
 
 class APIError(Exception):
@@ -156,6 +157,23 @@ class Unavailable(APIError):
 
     def __init__(self, message: str | None = None, *, retry_after: int = 5):
         super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class DeadlineExceeded(Unavailable):
+    """The request's database deadline ran out (the database stops the work too)."""
+
+    def __init__(self, message: str | None = None):
+        super().__init__(message or "The database did not answer in time", retry_after=1)
+
+
+class QueryTimeout(APIError):
+    """A list, ``meta`` or filter query that ran past ``QUERY_TIMEOUT_MS``: asking again will
+    not help, a narrower filter or an index will."""
+
+    status = 504
+    code = ErrorCode.QUERY_TIMEOUT
+    tags = ("error_query_timeout",)
+    default_message = "The query did not finish in time"
 
 
 class ResumeExpired(APIError):

@@ -26,6 +26,7 @@ _ERROR_TEXT = {
     "413": "The body is larger than MAX_BODY_BYTES (TOO_LARGE)",
     "415": "The body is not application/json (UNSUPPORTED_MEDIA_TYPE)",
     "429": "Too many failed sign-ins; wait Retry-After seconds (TOO_MANY_REQUESTS)",
+    "504": "The query ran past QUERY_TIMEOUT_MS; narrow it or index its fields (QUERY_TIMEOUT)",
     "503": "Busy or the database is unavailable; retry after Retry-After (UNAVAILABLE)",
 }
 _READ_ERRORS = ("400", "401", "403", "404", "503")
@@ -302,7 +303,10 @@ _LIST_PARAMETERS = [
     _query("to", {"type": "string"}, "Created at or before: Unix ms or ISO 8601"),
     _query("begin", {"type": "string"}, "Same as from"),
     _query("end", {"type": "string"}, "Same as to"),
-    _query("after", ENTITY_ID, "Continue after this id (the Link header's next page)"),
+    _query("after", ENTITY_ID, "Continue after this id (default order only)"),
+    _query("where", {"type": "string"}, "A JSON filter: field paths to conditions (README)"),
+    _query("sort", {"type": "string"}, "Up to 4 field paths, - for descending: -amount,title"),
+    _query("cursor", {"type": "string"}, "The next page of a sorted list (from the Link header)"),
 ]
 _ONLY = [_query("only", {"type": "string"}, "Comma-separated field paths to return")]
 _LINK = {"Link": {"schema": {"type": "string"}, "description": 'rel="next" when more follow'}}
@@ -345,7 +349,7 @@ def _store_paths(prefix: str, schemas: Json, parameters: list[Json], tag: str) -
                         "A page of entities (or meta)",
                         _LINK,
                     ),
-                    **_errors(*_READ_ERRORS),
+                    **_errors(*_READ_ERRORS, "504"),
                 },
             },
             "post": {

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.credentials import Credentials
+from app.cursors import Cursors
 from app.definitions import Definitions
 from app.entities import Entities
 from app.openapi import OpenAPI
@@ -23,6 +24,7 @@ class Services:
     entities: Entities
     definitions: Definitions
     openapi: OpenAPI
+    cursors: Cursors
     credentials: Credentials
     throttle: LoginThrottle
 
@@ -43,9 +45,12 @@ class Services:
             settings=settings,
             storage=storage,
             users=users,
-            entities=Entities(storage, users.exists, definitions),
+            entities=Entities(
+                storage, users.exists, definitions, query_timeout_ms=settings.query_timeout_ms
+            ),
             definitions=definitions,
             openapi=OpenAPI(definitions),
+            cursors=Cursors(settings.signing_secret()),
             credentials=credentials,
             throttle=LoginThrottle(storage),
         )

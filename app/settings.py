@@ -31,6 +31,7 @@ DEFAULTS: dict[str, str] = {
     "DB_TIMEOUT_MS": "10000",
     "WORKERS": "1",
     "DEFINITIONS_POLL_MS": "1000",
+    "QUERY_TIMEOUT_MS": "15000",
 }
 
 
@@ -71,6 +72,7 @@ class Settings:
     db_timeout_ms: int
     workers: int
     definitions_poll_ms: int
+    query_timeout_ms: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -102,6 +104,7 @@ class Settings:
             db_timeout_ms=_positive_int(env, "DB_TIMEOUT_MS"),
             workers=_positive_int(env, "WORKERS"),
             definitions_poll_ms=_positive_int(env, "DEFINITIONS_POLL_MS"),
+            query_timeout_ms=_positive_int(env, "QUERY_TIMEOUT_MS"),
         )
 
     def limits(self) -> Limits:
@@ -111,6 +114,7 @@ class Settings:
             lists=self.max_concurrent_lists,
             wait_s=self.admission_wait_ms / 1000,
             db_timeout_s=self.db_timeout_ms / 1000,
+            query_timeout_s=self.query_timeout_ms / 1000,
         )
 
     def signing_secret(self) -> str:

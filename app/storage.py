@@ -33,7 +33,15 @@ from pymongo.errors import (
 )
 
 from app.acl import READERS
-from app.errors import APIError, Conflict, Internal, Invalid, ResumeExpired, Unavailable
+from app.errors import (
+    APIError,
+    Conflict,
+    DeadlineExceeded,
+    Internal,
+    Invalid,
+    ResumeExpired,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +86,7 @@ def _raise_api_error(exc: PyMongoError) -> None:
         raise Unavailable() from exc
     if isinstance(exc, (NetworkTimeout, ExecutionTimeout)) or exc.timeout:
         # A request's deadline (DB_TIMEOUT_MS) ran out; the database stops the work too.
-        raise Unavailable("The database did not answer in time", retry_after=1) from exc
+        raise DeadlineExceeded() from exc
     if isinstance(exc, (ConnectionFailure, AutoReconnect)):
         raise Unavailable() from exc
     if isinstance(exc, DocumentTooLarge):

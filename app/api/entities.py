@@ -35,7 +35,7 @@ async def get(request: Request) -> Response:
     user = await authenticate(request)
     store, entity_id = _entity_path(request)
     only = request.query_params.get("only")
-    fields = tuple(only_fields(only)) if only is not None else None
+    fields = only_fields(only) if only is not None else None
     return json_response(await services(request).entities.get(store, entity_id, user, fields))
 
 
@@ -43,15 +43,22 @@ async def list_entities(request: Request) -> Response:
     user = await authenticate(request)
     store = _store(request)
     params = {name: request.query_params.getlist(name) for name in request.query_params}
-    query = parse_list_query(params)
-    entities = services(request).entities
+    found = services(request)
+    cursors = found.cursors
+    query = parse_list_query(params, lambda token, sort: cursors.read(token, store, sort))
     if query.meta:
-        return json_response(await entities.meta(store, query, user))
-    page = await entities.list(store, query, user)
+        return json_response(await found.entities.meta(store, query, user))
+    page = await found.entities.list(store, query, user)
     headers = {}
-    if page.next_after is not None:
-        link = f"{request.url.path}?{urlencode(query.next_params(page.next_after))}"
-        headers["Link"] = f'<{link}>; rel="next"'
+    if page.last is not None:
+        if query.sort is None:
+            following = query.next_params(last_id=page.last.id)
+        else:
+            token = cursors.make(store, query.sort, list(page.last.values), page.last.id)
+            following = query.next_params(cursor=token or request.query_params.get("cursor"))
+            if token is None:  # sort values too long to carry: continue by offset
+                following["offset"] = str(query.offset + query.limit)
+        headers["Link"] = f'<{request.url.path}?{urlencode(following)}>; rel="next"'
     return json_array_response(page.documents, headers)
 
 

@@ -10,6 +10,7 @@ import orjson
 
 from app import jsonio
 from app.acl import HIDDEN
+from app.query import Only
 from app.realtime.changes import Change
 
 Document = dict[str, Any]
@@ -20,7 +21,9 @@ def operation(
 ) -> str | None:
     """The event's ``op`` for a reader, or None when they are told nothing: ``create``,
     ``update`` and ``enter`` need read access after the change, ``delete`` and ``leave`` read
-    access before it."""
+    access before it. ``may_read`` is the whole test (a subscription's filter included), so
+    an entity that starts or stops matching a filter enters or leaves like one whose access
+    changed."""
     could, can = may_read(change.before), may_read(change.after)
     if change.op == "delete" and change.before is None:
         # No pre-image (a collection made outside the API): only admins may be told.
@@ -34,7 +37,7 @@ def operation(
     return "leave" if could else None
 
 
-def encode(rendered: Rendered, subscription: str, op: str, only: tuple[str, ...] | None) -> str:
+def encode(rendered: Rendered, subscription: str, op: str, only: Only | None) -> str:
     """``{"subscription", "op", "store", "id", "ts", "resume", "entity"?}`` as JSON text; the
     entity (projected by ``only``) only for create, update and enter."""
     head = f'{{"subscription":"{subscription}","op":"{op}",{rendered.common}'
@@ -54,18 +57,20 @@ class Rendered:
             f'"ts":{int(change.ts)},"resume":{_text(change.position.token())}'
         )
         self._plain: dict[str, Any] | None = None
-        self._encoded: dict[tuple[str, ...] | None, str] = {}
+        self._encoded: dict[Only | None, str] = {}
 
-    def entity(self, only: tuple[str, ...] | None) -> dict[str, Any]:
+    def entity(self, only: Only | None) -> dict[str, Any]:
         """The entity as the subscriber sees it (BSON values not yet rendered)."""
         after = self._plain
         if after is None:
             after = self._plain = {
                 k: v for k, v in (self.change.after or {}).items() if k not in HIDDEN
             }
-        return project(after, only) if only else after
+        if only is None:
+            return after
+        return exclude(after, only.paths) if only.exclude else project(after, only.paths)
 
-    def entity_json(self, only: tuple[str, ...] | None) -> str:
+    def entity_json(self, only: Only | None) -> str:
         encoded = self._encoded.get(only)
         if encoded is None:
             encoded = self._encoded[only] = jsonio.dumps(self.entity(only)).decode()
@@ -104,4 +109,34 @@ def _copy_path(source: Any, target: dict[str, Any], segments: list[str]) -> None
             if index == len(items):
                 items.append({})
             _copy_path(item, items[index], rest)
+        target[head] = items
+
+
+def exclude(document: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
+    """``document`` without the ``paths`` (``only=-a,-b.c``), as a MongoDB exclusion would
+    leave it; ``document`` itself is not changed."""
+    shown = dict(document)
+    for path in paths:
+        _drop_path(shown, path.split("."))
+    return shown
+
+
+def _drop_path(target: dict[str, Any], segments: list[str]) -> None:
+    """Remove ``segments`` from ``target``, copying each object on the way (it may be shared
+    with other subscribers' renderings)."""
+    head, rest = segments[0], segments[1:]
+    if head not in target:
+        return
+    if not rest:
+        del target[head]
+        return
+    value = target[head]
+    if isinstance(value, dict):
+        target[head] = child = dict(value)
+        _drop_path(child, rest)
+    elif isinstance(value, list):
+        items = [dict(item) if isinstance(item, dict) else item for item in value]
+        for item in items:
+            if isinstance(item, dict):
+                _drop_path(item, rest)
         target[head] = items

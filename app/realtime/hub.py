@@ -29,10 +29,11 @@ import pymongo
 from bson import ObjectId
 from bson.timestamp import Timestamp
 
-from app import validation
+from app import filters, validation
 from app.acl import Principal, readers_in
 from app.errors import APIError, BadRequest, Conflict, Internal, Invalid, NotFound, ResumeExpired
-from app.query import only_fields
+from app.filters import Where
+from app.query import Only, only_fields
 from app.realtime.changes import STORE_EVENTS, Change, ChangeSource, Position
 from app.realtime.events import Rendered, encode, operation
 from app.realtime.peers import Peer
@@ -47,7 +48,7 @@ MAX_SUBSCRIPTIONS = 100
 QUEUE_LIMIT = 10_000
 LIVENESS_SECONDS = 1.0
 LIVENESS_DEADLINE_S = 5.0  # one credential check may not hold up the others for longer
-_SUBSCRIBE_KEYS = frozenset({"store", "id", "only", "resume"})
+_SUBSCRIBE_KEYS = frozenset({"store", "id", "only", "resume", "where"})
 
 
 @dataclass(eq=False)
@@ -56,7 +57,8 @@ class Subscription:
     client: Client
     store: str
     entity_id: ObjectId | None
-    only: tuple[str, ...] | None
+    only: Only | None
+    where: Where | None = None
     live: bool = True  # False while a resume replays: live changes wait in ``held``
     held: list[Change] = field(default_factory=list)
     acked: bool = False  # False until the subscribe's ack is on its way: events wait
@@ -128,7 +130,15 @@ class Client:
 def subscriber_event(sub: Subscription, rendered: Rendered) -> str | None:
     """The ``change`` payload, as JSON text, that ``sub``'s client may see, or None."""
     client = sub.client
-    op = operation(rendered.change, client.may_read, client.principal.admin)
+    where = sub.where
+    if where is None:
+        visible = client.may_read
+    else:
+
+        def visible(document: dict[str, Any] | None) -> bool:
+            return client.may_read(document) and where.matches(document)
+
+    op = operation(rendered.change, visible, client.principal.admin)
     return None if op is None else encode(rendered, sub.id, op, sub.only)
 
 
@@ -223,7 +233,7 @@ class Hub:
 
     async def _subscribe(self, client: Client, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):
-            raise BadRequest("subscribe takes an object: {store, id?, only?, resume?}")
+            raise BadRequest("subscribe takes an object: {store, id?, only?, where?, resume?}")
         for key in data:
             if key not in _SUBSCRIBE_KEYS:
                 raise Invalid(key, "is not a subscribe option")
@@ -234,7 +244,8 @@ class Hub:
         if data.get("only") is not None:
             if not isinstance(data["only"], str):
                 raise Invalid("only", "expected a comma-separated list of field names")
-            only = tuple(only_fields(data["only"]))
+            only = only_fields(data["only"])
+        where = filters.from_json(data["where"]) if data.get("where") is not None else None
         resume = Position.parse(data["resume"]) if data.get("resume") is not None else None
         if len(client.subscriptions) >= MAX_SUBSCRIPTIONS:
             raise Conflict(f"A socket may hold at most {MAX_SUBSCRIPTIONS} subscriptions")
@@ -242,7 +253,7 @@ class Hub:
         if entity_id is not None and resume is None:
             await services.entities.get(store, entity_id, client.principal)  # 404 if unreadable
 
-        sub = Subscription(secrets.token_hex(8), client, store, entity_id, only)
+        sub = Subscription(secrets.token_hex(8), client, store, entity_id, only, where)
         if resume is not None:
             # No await between reading the end and adding the subscription: every change
             # after ``end`` reaches ``held``, every one up to it comes from the replay.

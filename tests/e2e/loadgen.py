@@ -23,7 +23,7 @@ TIMEOUT_S = 15.0
 
 async def main(url: str, token: str, store: str, ids_file: str, rate: float, seconds: float):
     ids = json.loads(open(ids_file).read())  # noqa: ASYNC230, SIM115 - read once before the load
-    rng = random.Random(hash(out_path))  # noqa: S311 - load shape, not a secret
+    rng = random.Random(hash(out_path))
     results: list[list[Any]] = []
     writes: list[list[str]] = []  # [op, id] of every write the server confirmed
     created: list[str] = []

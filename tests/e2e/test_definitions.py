@@ -308,6 +308,19 @@ async def test_indexes_follow_the_definition(admin, store, mongodb_url):
         assert "_readers_1__id_1" in names  # the store's own indexes stay
 
 
+async def test_indexed_fields_cannot_hold_arrays(admin, store):
+    # The index also holds the read rule's array; MongoDB cannot index two arrays together.
+    body = {"schema": {"type": "object"}, "indexes": [{"fields": [["stage", 1], ["deal.kind", 1]]}]}
+    await define(admin, store, body)
+    for bad, field in (({"stage": ["a"]}, "stage"), ({"deal": [{"kind": 1}]}, "deal.kind")):
+        refused = assert_api_error(await admin.post(f"/api/v1/{store}", json=bad), 400, "INVALID")
+        assert errors_by_field(refused) == {field: "indexed"}
+    made = (await admin.post(f"/api/v1/{store}", json={"stage": "a", "deal": {"kind": 1}})).json()
+    url = f"/api/v1/{store}/{made['_id']}"
+    assert_api_error(await admin.patch(url, json={"deal.kind": [1]}), 400, "INVALID")
+    assert (await admin.patch(url, json={"deal.kind": 2})).status_code == 200
+
+
 async def test_dry_run_counts_rejects_and_changes_nothing(admin, store):
     loose = {"schema": {"type": "object"}}
     await define(admin, store, loose)

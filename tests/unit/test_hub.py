@@ -10,8 +10,9 @@ from bson.timestamp import Timestamp
 
 from app.acl import Principal, readers_of
 from app.errors import Invalid
+from app.query import Only
 from app.realtime.changes import Change, Position, apply_update
-from app.realtime.events import Rendered, project
+from app.realtime.events import Rendered, exclude, project
 from app.realtime.hub import Client, Subscription, event_for
 
 OWNER = Principal("owner1", "owner", groups=("team",))
@@ -90,7 +91,7 @@ async def test_event_for_each_op_and_principal(principal, change, op):
 
 async def test_only_projects_nested_fields_and_lists():
     change = _change("insert", None, _doc(a={"b": 1, "c": 2}, items=[{"x": 1, "y": 2}, 3], z=0))
-    event = await _event(OWNER, change, only=("a.b", "items.x", "missing"))
+    event = await _event(OWNER, change, only=Only(("a.b", "items.x", "missing")))
     assert event is not None
     assert event["entity"] == {
         "_id": "65f0aaaaaaaaaaaaaaaaaaaa",
@@ -101,6 +102,17 @@ async def test_only_projects_nested_fields_and_lists():
 
 def test_project_keeps_id_only_when_nothing_matches():
     assert project({"_id": "x", "a": 1}, ("b",)) == {"_id": "x"}
+
+
+async def test_only_exclusions_leave_fields_out_without_touching_the_change():
+    after = _doc(a={"b": 1, "c": 2}, items=[{"x": 1, "y": 2}, 3], z=0)
+    change = _change("insert", None, after)
+    event = await _event(OWNER, change, only=Only(("a.b", "items.x", "z"), exclude=True))
+    assert event is not None
+    entity = event["entity"]
+    assert entity["a"] == {"c": 2} and entity["items"] == [{"y": 2}, 3] and "z" not in entity
+    assert after["a"] == {"b": 1, "c": 2} and after["items"][0] == {"x": 1, "y": 2}
+    assert exclude({"_id": 1, "a": 1}, ("missing.path",)) == {"_id": 1, "a": 1}
 
 
 def test_apply_update_sets_removes_and_truncates():
