@@ -400,3 +400,23 @@ async def test_subscriptions_follow_a_filter_with_enter_and_leave(live, make_use
         ]:
             refused = await socket.subscribe(store=store, where=where)
             assert refused["success"] is False and refused["message"].startswith(field), refused
+
+
+async def test_cursor_paging_by_time_and_nested_fields(admin, store):
+    await seed(admin, store, [{"n": n, "deal": {"size": n % 2}} for n in range(7)])
+    for sort, expected in (
+        ("-createdAt", None),  # creates in one millisecond tie; the id breaks the tie
+        ("deal.size,-n", [6, 4, 2, 0, 5, 3, 1]),
+    ):
+        if expected is None:
+            whole = await admin.get(f"/api/v1/{store}", params={"sort": sort, "only": "n"})
+            expected = [e["n"] for e in whole.json()]
+            assert sorted(expected) == list(range(7)) and expected[0] == 6
+        seen: list[int] = []
+        url: str | None = f"/api/v1/{store}?sort={sort}&limit=2&only=n"
+        while url:
+            response = await admin.get(url)
+            assert response.status_code == 200, response.text
+            seen += [e["n"] for e in response.json()]
+            url = next_link(response)
+        assert seen == expected, sort
