@@ -121,3 +121,32 @@ def readers_in(entity: Mapping[str, Any] | None) -> list[str]:
     if isinstance(readers, str):
         return [readers]
     return []
+
+
+_KEY_FIELDS = {"u": "owner", "g": "group", "a": "access", "b": "branch"}
+
+
+def explain(user: Principal, entity: Mapping[str, Any]) -> dict[str, Any]:
+    """Whether ``user`` may read and change ``entity`` and which fields grant it, from the
+    same rules ``can_read``/``can_write`` apply (the console shows this to admins)."""
+    readable = can_read(user, entity)
+    writable = can_write(user, entity)
+    if user.admin:
+        return {
+            "read": True, "write": True, "changeAccess": True,
+            "readVia": ["admin"], "writeVia": ["admin"],
+        }  # fmt: skip
+    shared = set(user.reader_keys()) & set(readers_in(entity))
+    read_via = sorted({_KEY_FIELDS[key.split(":", 1)[0]] for key in shared})
+    write_via = []
+    if writable and entity.get("owner") == user.user_id:
+        write_via.append("owner")
+    if writable and isinstance(entity.get("group"), str) and entity.get("group") in user.groups:
+        write_via.append("group")
+    return {
+        "read": readable,
+        "write": writable,
+        "changeAccess": readable and entity.get("owner") == user.user_id,
+        "readVia": read_via,
+        "writeVia": write_via,
+    }

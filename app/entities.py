@@ -304,6 +304,14 @@ class Entities:
                 return updated
         raise Conflict("The entity's access fields kept changing; try again")
 
+    async def explain(
+        self, store: str, entity_id: ObjectId, user: Principal, target: Principal
+    ) -> dict[str, Any]:
+        """Whether ``target`` may read and change the entity, and through which fields; for
+        ``user``, who must be able to read it (the handler allows admins only)."""
+        entity = await self._readable(store, entity_id, user)
+        return {"user": target.user_id, "login": target.login, **acl.explain(target, entity)}
+
     async def delete(self, store: str, entity_id: ObjectId, user: Principal) -> None:
         collection = self.storage.store(store)
         for _ in range(_RETRIES):

@@ -162,6 +162,19 @@ _COMPONENTS: Json = {
                 "last": {"oneOf": [_ref("Entity"), {"type": "null"}]},
             },
         },
+        "Explanation": {
+            "type": "object",
+            "required": ["user", "read", "write", "changeAccess", "readVia", "writeVia"],
+            "properties": {
+                "user": {"type": "string"},
+                "login": {"type": "string"},
+                "read": {"type": "boolean"},
+                "write": {"type": "boolean"},
+                "changeAccess": {"type": "boolean"},
+                "readVia": {**_STRINGS, "description": "owner, group, access, branch or admin"},
+                "writeVia": _STRINGS,
+            },
+        },
         "Credentials": {
             "type": "object",
             "required": ["login", "password"],
@@ -386,6 +399,18 @@ def _store_paths(prefix: str, schemas: Json, parameters: list[Json], tag: str) -
                 "responses": {"200": _json(_ref("Success")), **_errors(*_WRITE_ERRORS)},
             },
         },
+        f"{prefix}/{{id}}/_explain": {
+            "parameters": one,
+            "get": {
+                "operationId": f"explain:{prefix}",
+                "tags": [tag],
+                "summary": "May a user read and change it, and through which fields? (admins)",
+                "parameters": [
+                    {**_query("user", {"type": "string"}, "The user's id"), "required": True}
+                ],
+                "responses": {"200": _json(_ref("Explanation")), **_errors(*_READ_ERRORS)},
+            },
+        },
         f"{prefix}/{{id}}/access": {
             "parameters": one,
             "put": {
@@ -429,6 +454,19 @@ def _fixed_paths() -> Json:
                 "summary": "This document",
                 "security": [],
                 "responses": {"200": _json({"type": "object"})},
+            }
+        },
+        "/admin": {
+            "get": {
+                "tags": ["system"],
+                "summary": "The administration console (every /admin/... URL is this page)",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "HTML",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
             }
         },
         "/api/docs": {

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import Scope
 
-from app.api import docs, entities, session, stores, system, tokens, users
+from app.api import console, docs, entities, session, stores, system, tokens, users
 
 V1 = "/api/v1"
 SYSTEM_NAMES = frozenset({"auth", "_me", "_users", "_tokens", "_stores", "openapi.json"})
@@ -47,6 +47,9 @@ routes: list[BaseRoute] = [
     resource(f"{V1}/openapi.json", GET=docs.openapi),
     resource("/api/docs", GET=docs.page),
     Mount("/api/docs/assets", app=docs.ASSETS, name="docs-assets"),
+    Mount("/admin/assets", app=console.Assets(), name="console-assets"),
+    resource("/admin", GET=console.page),
+    resource("/admin/{rest:path}", GET=console.page),
     resource(f"{V1}/auth", POST=session.sign_in, DELETE=session.sign_out),
     resource(f"{V1}/auth/token", POST=session.token),
     resource(f"{V1}/_me", GET=system.me),
@@ -65,4 +68,5 @@ routes: list[BaseRoute] = [
         DELETE=entities.delete,
     ),
     resource(f"{V1}/{{store}}/{{entity_id}}/access", StoreRoute, PUT=entities.set_access),
+    resource(f"{V1}/{{store}}/{{entity_id}}/_explain", StoreRoute, GET=entities.explain),
 ]

@@ -9,9 +9,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app import validation
-from app.auth import authenticate
+from app.auth import admin, authenticate
+from app.errors import Invalid
 from app.http import SUCCESS, json_array_response, json_response, read_json, services
 from app.query import only_fields, parse_list_query
+from app.users import principal_of
 
 
 def _store(request: Request) -> str:
@@ -75,6 +77,18 @@ async def set_access(request: Request) -> Response:
     body = validation.json_object(await read_json(request))
     updated = await services(request).entities.set_access(store, entity_id, body, user)
     return json_response(updated)
+
+
+async def explain(request: Request) -> Response:
+    """``GET /:store/:id/_explain?user=<id>`` (admins): may that user read and change it?"""
+    caller = await admin(request)
+    store, entity_id = _entity_path(request)
+    wanted = request.query_params.get("user")
+    if not wanted:
+        raise Invalid("user", "is required: the id of the user to explain access for")
+    found = services(request)
+    target = principal_of(await found.users.get(wanted))
+    return json_response(await found.entities.explain(store, entity_id, caller, target))
 
 
 async def delete(request: Request) -> Response:

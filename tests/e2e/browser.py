@@ -35,14 +35,26 @@ def require_chromium() -> None:
 
 
 @asynccontextmanager
-async def browser_page() -> AsyncIterator[Any]:
+async def browser_page(**context: Any) -> AsyncIterator[Any]:
+    """A fresh page; ``context`` goes to ``new_context`` (color_scheme, permissions, ...).
+    A JavaScript dialog (alert, confirm) fails the test: the console never opens one."""
     from playwright.async_api import async_playwright
 
     require_chromium()
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            page = await browser.new_page()
+            made = await browser.new_context(viewport={"width": 1280, "height": 800}, **context)
+            page = await made.new_page()
+            dialogs: list[str] = []
+
+            async def on_dialog(dialog: Any) -> None:
+                dialogs.append(dialog.message)
+                await dialog.dismiss()
+
+            page.on("dialog", on_dialog)
+            page.dialogs = dialogs
             yield page
+            assert dialogs == [], f"the page opened dialogs: {dialogs}"
         finally:
             await browser.close()

@@ -441,3 +441,36 @@ async def test_the_rule_checked_in_hand_is_the_query_rule(app, store):
             assert not acl.can_write(user, document) or writable is not None, (user, document)
             if isinstance(document["owner"], str) and isinstance(document.get(acl.READERS), list):
                 assert acl.can_write(user, document) == (writable is not None), (user, document)
+
+
+async def test_explain_says_who_may_read_and_write_and_why(admin, make_user, store):
+    seller = await make_user(groups=["sales"], branches=["north"])
+    other = await make_user()
+    made = (
+        await admin.post(
+            f"/api/v1/{store}", json={"group": "sales", "access": [other.id], "branch": ["north"]}
+        )
+    ).json()
+    url = f"/api/v1/{store}/{made['_id']}/_explain"
+    mine = (await seller.post(f"/api/v1/{store}", json={"a": 1})).json()
+
+    seen = (await admin.get(url, params={"user": seller.id})).json()
+    assert seen["read"] and seen["write"] and not seen["changeAccess"]
+    assert seen["readVia"] == ["branch", "group"] and seen["writeVia"] == ["group"]
+    seen = (await admin.get(url, params={"user": other.id})).json()
+    assert seen["read"] and not seen["write"] and seen["readVia"] == ["access"]
+    own = f"/api/v1/{store}/{mine['_id']}/_explain"
+    seen = (await admin.get(own, params={"user": seller.id})).json()
+    assert seen["changeAccess"] and "owner" in seen["readVia"] and "owner" in seen["writeVia"]
+    seen = (await admin.get(own, params={"user": other.id})).json()
+    assert seen == {
+        "user": other.id, "login": other.login, "read": False, "write": False,
+        "changeAccess": False, "readVia": [], "writeVia": [],
+    }  # fmt: skip
+    assert (await admin.get(url, params={"user": admin.id})).json()["readVia"] == ["admin"]
+    # The answer is what the API does: the same user's own requests agree.
+    assert (await other.get(f"/api/v1/{store}/{made['_id']}")).status_code == 200
+    assert (await other.patch(f"/api/v1/{store}/{made['_id']}", json={"a": 2})).status_code == 403
+    assert_api_error(await seller.get(url, params={"user": seller.id}), 403, "FORBIDDEN")
+    assert_api_error(await admin.get(url), 400, "INVALID")
+    assert_api_error(await admin.get(url, params={"user": "nobody"}), 404, "NOT_FOUND")
