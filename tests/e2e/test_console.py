@@ -14,6 +14,7 @@ import pytest
 
 from tests.e2e.browser import browser_page
 from tests.e2e.live import ADMIN_PASSWORD
+from tests.helpers import unique
 
 pytestmark = pytest.mark.asyncio
 # The README's screenshots are refreshed with UPDATE_SCREENSHOTS=1 (when the UI changes);
@@ -333,3 +334,47 @@ async def test_first_load_is_small_and_fast(live):
         )
     print(f"console first load: {timing}")
     assert timing["bytes"] < 150_000 and timing["files"] <= 14, timing
+
+
+async def test_the_column_picker_asks_only_for_the_chosen_fields(live, admin, store):
+    await admin.post(f"/api/v1/{store}", json={"title": "Wide", "secret": "not needed"})
+    async with browser_page() as page:
+        await sign_in(page, live.url, "admin", ADMIN_PASSWORD)
+        await page.goto(f"{live.url}/admin/stores/{store}")
+        table = page.get_by_role("table", name=f"Entities of {store}")
+        await table.get_by_text("not needed").wait_for()
+        async with page.expect_request(lambda r: "only=" in r.url) as asked:
+            await page.get_by_role("checkbox", name="secret").uncheck()
+        url = (await asked.value).url
+        assert "only=title%2CupdatedAt" in url or "only=title,updatedAt" in url
+        await table.get_by_text("not needed").wait_for(state="detached")
+        await table.get_by_text("Wide").wait_for()
+
+
+async def test_admins_manage_users(live, admin):
+    login = unique("console-user")
+    async with browser_page() as page:
+        await sign_in(page, live.url, "admin", ADMIN_PASSWORD)
+        await page.get_by_role("link", name="Users").click()
+        form = page.get_by_role("form", name="New user")
+        await form.get_by_label("Login").fill(login)
+        await form.get_by_label("Password").fill("first-password-1")
+        await form.get_by_label("Groups").fill("sales, ops")
+        await form.get_by_role("button", name="Create user").click()
+        users = page.get_by_role("table", name="Users")
+        await users.get_by_role("cell", name=login, exact=True).wait_for()
+        await page.get_by_label(f"New password for {login}").fill("second-password-2")
+        await page.get_by_role("button", name=f"Save {login}").click()
+        await page.get_by_role("status").filter(has_text=f"Saved {login}").wait_for()
+    async with httpx.AsyncClient(base_url=live.url) as http:
+        old = await http.post(
+            "/api/v1/auth/token", json={"login": login, "password": "first-password-1"}
+        )
+        new = await http.post(
+            "/api/v1/auth/token", json={"login": login, "password": "second-password-2"}
+        )
+        assert old.status_code == 401 and new.status_code == 200
+        me = await http.get(
+            "/api/v1/_me", headers={"Authorization": f"Bearer {new.json()['token']}"}
+        )
+        assert me.json()["groups"] == ["sales", "ops"]

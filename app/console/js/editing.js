@@ -53,10 +53,12 @@ async function storeTable(context, store, body) {
   const time = (input) => (input.value ? new Date(input.value).toISOString() : undefined);
   const columns = () => state.chosen || state.columns || [];
 
+  // The column picker maps to `only`: the server sends just the chosen fields.
   function params(after) {
     return {
       where: where.value.trim() || undefined, from: time(from), to: time(to),
       after: after || undefined, limit: 50,
+      only: state.chosen ? [...state.chosen, "updatedAt"].join(",") : undefined,
     };
   }
 
@@ -91,7 +93,7 @@ async function storeTable(context, store, body) {
         onchange: () => {
           const ticked = [...picker.querySelectorAll("input:checked")].map((b) => b.dataset.column);
           state.chosen = ticked;
-          render([...state.rows.values()].map((r) => r.entity));
+          go(state.index);
         } });
       box.dataset.column = name;
       return h("label", {}, box, ` ${name}`);
