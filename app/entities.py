@@ -26,6 +26,7 @@ from app.errors import (
     Forbidden,
     Invalid,
     NotFound,
+    PreconditionFailed,
     QueryTimeout,
 )
 from app.jsonio import ms
@@ -88,11 +89,15 @@ class Entities:
             "createdAt": moment,
             "updatedAt": moment,
         }
-        stored = {**entity, READERS: acl.readers_of(user.user_id, group, access, branch)}
+        stored = {
+            **entity,
+            READERS: acl.readers_of(user.user_id, group, access, branch),
+            REVISION: 1,
+        }
         await self.storage.prepare_store(store)
         async with translated_async():
             await self.storage.store(store).insert_one(stored)
-        return entity
+        return {**entity, REVISION: 1}
 
     async def get(
         self, store: str, entity_id: ObjectId, user: Principal, only: Only | None = None
@@ -100,14 +105,17 @@ class Entities:
         if only is None:
             found = await self._readable(store, entity_id, user)
         else:
+            shown = projection(only) or {}
+            if not only.exclude:
+                shown[REVISION] = 1  # for the ETag
             async with translated_async():
                 projected = await self.storage.store(store).find_one(
-                    {"_id": entity_id, **acl.read_filter(user)}, projection(only)
+                    {"_id": entity_id, **acl.read_filter(user)}, shown
                 )
             if projected is None:
                 raise _not_found(store, entity_id)
             found = projected
-        _hide(found)
+        found.pop(READERS, None)
         return found
 
     async def list(self, store: str, query: ListQuery, user: Principal) -> Page:
@@ -220,7 +228,12 @@ class Entities:
             ) from None
 
     async def patch(
-        self, store: str, entity_id: ObjectId, body: dict[str, Any], user: Principal
+        self,
+        store: str,
+        entity_id: ObjectId,
+        body: dict[str, Any],
+        user: Principal,
+        if_match: str | None = None,
     ) -> Document:
         changes: dict[str, Any] = {}
         expected: dict[str, Any] = {}
@@ -244,6 +257,8 @@ class Entities:
                 if name != "_id" and not _same(current.get(name), item):
                     raise Invalid(name, "cannot be changed with PATCH")
             guarded = [n for n in expected if n != "_id"]
+            if _precondition(current, if_match):
+                guarded.append(REVISION)
             definition = self.definitions.get(store)
             if definition is not None:
                 # Checked on the entity as it will be, and written only if no other write
@@ -260,7 +275,12 @@ class Entities:
         raise Conflict("The entity kept changing; try again")
 
     async def set_access(
-        self, store: str, entity_id: ObjectId, body: dict[str, Any], user: Principal
+        self,
+        store: str,
+        entity_id: ObjectId,
+        body: dict[str, Any],
+        user: Principal,
+        if_match: str | None = None,
     ) -> Document:
         for key in body:
             if key not in acl.ACCESS_FIELDS:
@@ -298,7 +318,8 @@ class Entities:
                 "$set": {**wanted, READERS: readers, "updatedAt": now()},
                 "$inc": {REVISION: 1},
             }
-            selector = _unchanged(entity_id, current, acl.ACCESS_FIELDS)
+            revision = (REVISION,) if _precondition(current, if_match) else ()
+            selector = _unchanged(entity_id, current, (*acl.ACCESS_FIELDS, *revision))
             updated = await _update_and_read(collection, selector, update, entity_id)
             if updated is not None:
                 return updated
@@ -312,12 +333,15 @@ class Entities:
         entity = await self._readable(store, entity_id, user)
         return {"user": target.user_id, "login": target.login, **acl.explain(target, entity)}
 
-    async def delete(self, store: str, entity_id: ObjectId, user: Principal) -> None:
+    async def delete(
+        self, store: str, entity_id: ObjectId, user: Principal, if_match: str | None = None
+    ) -> None:
         collection = self.storage.store(store)
         for _ in range(_RETRIES):
             current = await self._writable(store, entity_id, user)
+            revision = (REVISION,) if _precondition(current, if_match) else ()
             async with translated_async():
-                result = await collection.delete_one(_unchanged(entity_id, current, ()))
+                result = await collection.delete_one(_unchanged(entity_id, current, revision))
             if result.deleted_count == 1:
                 return
         raise Conflict("The entity kept changing; try again")
@@ -368,7 +392,7 @@ async def _update_and_read(
             return None
         found: Document | None = await collection.find_one({"_id": entity_id})
     if found is not None:
-        _hide(found)
+        found.pop(READERS, None)  # the revision stays, for the ETag
     return found
 
 
@@ -398,6 +422,26 @@ def _same(stored: Any, given: Any) -> bool:
     if isinstance(stored, DatetimeMS) and isinstance(given, datetime):
         return int(stored) == ms(given)
     return bool(stored == given)
+
+
+def revision(document: Document) -> int:
+    """An entity's revision: 1 when created, one more on every change the API makes (0 for
+    an entity written into the database without one)."""
+    found = document.get(REVISION)
+    return found if isinstance(found, int) and not isinstance(found, bool) else 0
+
+
+def _precondition(current: Document, if_match: str | None) -> bool:
+    """Check ``If-Match`` on the entity as read; True when the write must also be guarded by
+    its revision (so it lands only if the entity is still at it, checked in the write)."""
+    if if_match is None or if_match == "*":
+        return False  # "*": it exists, which reading it showed
+    if str(revision(current)) != if_match:
+        shown = {k: v for k, v in current.items() if k not in HIDDEN}
+        raise PreconditionFailed(
+            f"The entity is at revision {revision(current)}, not {if_match}", current=shown
+        )
+    return True
 
 
 def _hide(document: Document) -> None:

@@ -25,6 +25,7 @@ class ErrorCode(StrEnum):
     UNAVAILABLE = "UNAVAILABLE"
     RESUME_EXPIRED = "RESUME_EXPIRED"
     QUERY_TIMEOUT = "QUERY_TIMEOUT"
+    PRECONDITION_FAILED = "PRECONDITION_FAILED"
 
 
 class APIError(Exception):
@@ -119,6 +120,25 @@ class Conflict(APIError):
     def __init__(self, message: str | None = None, *, field: str | None = None):
         self.field = field  # the unique field a duplicate was refused on, when known
         super().__init__(message)
+
+
+class PreconditionFailed(APIError):
+    """``If-Match`` named another revision; the envelope carries the entity as it is now."""
+
+    status = 412
+    code = ErrorCode.PRECONDITION_FAILED
+    tags = ("error_precondition_failed",)
+    default_message = "The entity has changed"
+
+    def __init__(self, message: str | None = None, *, current: dict[str, Any] | None = None):
+        self.current = current
+        super().__init__(message)
+
+    def body(self, request_id: str | None = None) -> dict[str, Any]:
+        body = super().body(request_id)
+        if self.current is not None:
+            body["current"] = self.current
+        return body
 
 
 class TooLarge(APIError):

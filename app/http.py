@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -9,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from app import jsonio
+from app.acl import REVISION
 from app.errors import BadRequest, Invalid, TooLarge
 from app.services import Services
 
@@ -25,6 +27,29 @@ def json_response(
     data: Any, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
     return Response(jsonio.dumps(data), status, headers, media_type="application/json")
+
+
+def entity_response(
+    entity: dict[str, Any], status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    """One entity, with its revision as the ``ETag`` (the revision itself is never shown)."""
+    revision = entity.pop(REVISION, 0)
+    tag = f'"{revision if isinstance(revision, int) else 0}"'
+    return json_response(entity, status, {**(headers or {}), "ETag": tag})
+
+
+_TAG = re.compile(r'\s*(?:"(\d{1,18})"|(\d{1,18})|(\*))\s*')
+
+
+def precondition(request: Request, name: str = "if-match") -> str | None:
+    """An ``If-Match``/``If-None-Match`` header: a revision (``"3"``), ``*``, or None."""
+    raw = request.headers.get(name)
+    if raw is None:
+        return None
+    found = _TAG.fullmatch(raw)
+    if not found:
+        raise Invalid(name, 'expected one entity tag, such as "3", or *')
+    return found.group(1) or found.group(2) or found.group(3)
 
 
 def is_json(content_type: str | None) -> bool:

@@ -23,6 +23,7 @@ _ERROR_TEXT = {
     "403": "Signed in, but not allowed (FORBIDDEN)",
     "404": "No such resource, or the caller may not read it (NOT_FOUND)",
     "409": "A unique value is taken, or the resource kept changing (CONFLICT)",
+    "412": "If-Match named another revision; the envelope's current is the entity now",
     "413": "The body is larger than MAX_BODY_BYTES (TOO_LARGE)",
     "415": "The body is not application/json (UNSUPPORTED_MEDIA_TYPE)",
     "429": "Too many failed sign-ins; wait Retry-After seconds (TOO_MANY_REQUESTS)",
@@ -110,6 +111,7 @@ _COMPONENTS: Json = {
                 "message": {"type": "string"},
                 "tags": _STRINGS,
                 "requestId": {"type": "string"},
+                "current": {"type": "object", "description": "412: the entity as it is now"},
                 "errors": {
                     "type": "array",
                     "description": "Every violation of a store definition",
@@ -324,6 +326,19 @@ _LIST_PARAMETERS = [
 _ONLY = [_query("only", {"type": "string"}, "Comma-separated field paths to return")]
 _LINK = {"Link": {"schema": {"type": "string"}, "description": 'rel="next" when more follow'}}
 _LOCATION = {"Location": {"schema": {"type": "string"}}}
+_ETAG = {"ETag": {"schema": {"type": "string"}, "description": 'The revision, e.g. "3"'}}
+_IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "schema": {"type": "string"},
+    "description": 'Change only if the entity is at this revision ("3"), or exists (*)',
+}
+_IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "schema": {"type": "string"},
+    "description": "Answer 304 while the entity is still at this revision",
+}
 
 
 def _links(prefix: str, generic: bool) -> Json:
@@ -346,7 +361,7 @@ def _store_paths(prefix: str, schemas: Json, parameters: list[Json], tag: str) -
     """The five entity operations under ``prefix`` (``/api/v1/{store}`` or a defined store)."""
     entity, entity_input, changes = schemas["entity"], schemas["input"], schemas["changes"]
     one = [*parameters, _path_param("id", ENTITY_ID, "The entity's id")]
-    created = _json(entity, "Created", _LOCATION)
+    created = _json(entity, "Created", {**_LOCATION, **_ETAG})
     created["links"] = _links(prefix, generic=bool(parameters))
     return {
         prefix: {
@@ -382,21 +397,30 @@ def _store_paths(prefix: str, schemas: Json, parameters: list[Json], tag: str) -
                 "operationId": f"get:{prefix}",
                 "tags": [tag],
                 "summary": "Read one entity",
-                "parameters": _ONLY,
-                "responses": {"200": _json(entity), **_errors(*_READ_ERRORS)},
+                "parameters": [*_ONLY, _IF_NONE_MATCH],
+                "responses": {
+                    "200": _json(entity, "OK", _ETAG),
+                    "304": {"description": "Unchanged since If-None-Match", "headers": _ETAG},
+                    **_errors(*_READ_ERRORS),
+                },
             },
             "patch": {
                 "operationId": f"patch:{prefix}",
                 "tags": [tag],
                 "summary": "Change fields (protected fields may only be sent unchanged)",
+                "parameters": [_IF_MATCH],
                 "requestBody": _body(changes),
-                "responses": {"200": _json(entity), **_errors(*_WRITE_ERRORS)},
+                "responses": {
+                    "200": _json(entity, "OK", _ETAG),
+                    **_errors(*_WRITE_ERRORS, "412"),
+                },
             },
             "delete": {
                 "operationId": f"delete:{prefix}",
                 "tags": [tag],
                 "summary": "Delete an entity",
-                "responses": {"200": _json(_ref("Success")), **_errors(*_WRITE_ERRORS)},
+                "parameters": [_IF_MATCH],
+                "responses": {"200": _json(_ref("Success")), **_errors(*_WRITE_ERRORS, "412")},
             },
         },
         f"{prefix}/{{id}}/_explain": {
@@ -417,8 +441,12 @@ def _store_paths(prefix: str, schemas: Json, parameters: list[Json], tag: str) -
                 "operationId": f"access:{prefix}",
                 "tags": [tag],
                 "summary": "Set owner (admins), group, access and branch",
+                "parameters": [_IF_MATCH],
                 "requestBody": _body(_ref("AccessChanges")),
-                "responses": {"200": _json(entity), **_errors(*_WRITE_ERRORS)},
+                "responses": {
+                    "200": _json(entity, "OK", _ETAG),
+                    **_errors(*_WRITE_ERRORS, "412"),
+                },
             },
         },
     }

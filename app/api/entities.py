@@ -10,8 +10,17 @@ from starlette.responses import Response
 
 from app import validation
 from app.auth import admin, authenticate
+from app.entities import revision
 from app.errors import Invalid
-from app.http import SUCCESS, json_array_response, json_response, read_json, services
+from app.http import (
+    SUCCESS,
+    entity_response,
+    json_array_response,
+    json_response,
+    precondition,
+    read_json,
+    services,
+)
 from app.query import only_fields, parse_list_query
 from app.users import principal_of
 
@@ -30,7 +39,7 @@ async def create(request: Request) -> Response:
     body = validation.json_object(await read_json(request))
     entity = await services(request).entities.create(store, body, user)
     location = f"{request.url.path.rstrip('/')}/{entity['_id']}"
-    return json_response(entity, 201, {"Location": location})
+    return entity_response(entity, 201, {"Location": location})
 
 
 async def get(request: Request) -> Response:
@@ -38,7 +47,12 @@ async def get(request: Request) -> Response:
     store, entity_id = _entity_path(request)
     only = request.query_params.get("only")
     fields = only_fields(only) if only is not None else None
-    return json_response(await services(request).entities.get(store, entity_id, user, fields))
+    unless = precondition(request, "if-none-match")
+    entity = await services(request).entities.get(store, entity_id, user, fields)
+    tag = f'"{revision(entity)}"'
+    if unless is not None and (unless == "*" or f'"{unless}"' == tag):
+        return Response(status_code=304, headers={"ETag": tag})
+    return entity_response(entity)
 
 
 async def list_entities(request: Request) -> Response:
@@ -68,15 +82,18 @@ async def patch(request: Request) -> Response:
     user = await authenticate(request)
     store, entity_id = _entity_path(request)
     body = validation.json_object(await read_json(request))
-    return json_response(await services(request).entities.patch(store, entity_id, body, user))
+    expected = precondition(request)
+    entity = await services(request).entities.patch(store, entity_id, body, user, expected)
+    return entity_response(entity)
 
 
 async def set_access(request: Request) -> Response:
     user = await authenticate(request)
     store, entity_id = _entity_path(request)
     body = validation.json_object(await read_json(request))
-    updated = await services(request).entities.set_access(store, entity_id, body, user)
-    return json_response(updated)
+    expected = precondition(request)
+    updated = await services(request).entities.set_access(store, entity_id, body, user, expected)
+    return entity_response(updated)
 
 
 async def explain(request: Request) -> Response:
@@ -94,5 +111,5 @@ async def explain(request: Request) -> Response:
 async def delete(request: Request) -> Response:
     user = await authenticate(request)
     store, entity_id = _entity_path(request)
-    await services(request).entities.delete(store, entity_id, user)
+    await services(request).entities.delete(store, entity_id, user, precondition(request))
     return json_response(SUCCESS)

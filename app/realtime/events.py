@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from app import jsonio
-from app.acl import HIDDEN
+from app.acl import HIDDEN, REVISION
 from app.query import Only
 from app.realtime.changes import Change
 
@@ -38,7 +38,7 @@ def operation(
 
 
 def encode(rendered: Rendered, subscription: str, op: str, only: Only | None) -> str:
-    """``{"subscription", "op", "store", "id", "ts", "resume", "entity"?}`` as JSON text; the
+    """``{"subscription", "op", "store", "id", "rev", "ts", "resume", "entity"?}`` as JSON text; the
     entity (projected by ``only``) only for create, update and enter."""
     head = f'{{"subscription":"{subscription}","op":"{op}",{rendered.common}'
     if op in ("create", "update", "enter"):
@@ -52,8 +52,11 @@ class Rendered:
 
     def __init__(self, change: Change):
         self.change = change
+        # The revision the change left (the last one for a delete), for the next If-Match.
+        revision = (change.after if change.after is not None else change.before or {}).get(REVISION)
+        rev = revision if isinstance(revision, int) and not isinstance(revision, bool) else 0
         self.common = (
-            f'"store":{_text(change.store)},"id":{_text(str(change.id))},'
+            f'"store":{_text(change.store)},"id":{_text(str(change.id))},"rev":{rev},'
             f'"ts":{int(change.ts)},"resume":{_text(change.position.token())}'
         )
         self._plain: dict[str, Any] | None = None

@@ -378,3 +378,25 @@ async def test_admins_manage_users(live, admin):
             "/api/v1/_me", headers={"Authorization": f"Bearer {new.json()['token']}"}
         )
         assert me.json()["groups"] == ["sales", "ops"]
+
+
+async def test_code_saves_with_if_match_and_shows_both_versions_on_conflict(live, admin, store):
+    made = (await admin.post(f"/api/v1/{store}", json={"title": "Shared", "n": 1})).json()
+    async with browser_page() as page:
+        await sign_in(page, live.url, "admin", ADMIN_PASSWORD)
+        await open_entity(page, live.url, store, made["_id"])
+        editor = page.get_by_label("Entity JSON")
+        mine = json.loads(await editor.input_value())
+        # Someone else saves first; the page shows their change but the editor keeps mine.
+        await admin.patch(f"/api/v1/{store}/{made['_id']}", json={"title": "Theirs"})
+        await page.get_by_label("Fields").get_by_text("Theirs").wait_for()
+        mine["title"] = "Mine"
+        await editor.fill(json.dumps(mine))
+        await page.get_by_role("button", name="Save", exact=True).click()
+        conflict = page.get_by_role("alert", name="Conflict")
+        await conflict.get_by_label("Their version").get_by_text('"Theirs"').wait_for()
+        await conflict.get_by_label("Your version").get_by_text('"Mine"').wait_for()
+        assert (await admin.get(f"/api/v1/{store}/{made['_id']}")).json()["title"] == "Theirs"
+        await page.get_by_role("button", name="Save", exact=True).click()  # a deliberate overwrite
+        await page.get_by_role("status").filter(has_text="Saved.").wait_for()
+        assert (await admin.get(f"/api/v1/{store}/{made['_id']}")).json()["title"] == "Mine"

@@ -15,6 +15,7 @@ KINDS = [
     (errors.MethodNotAllowed, 405, ErrorCode.METHOD_NOT_ALLOWED, ["error_method_not_allowed"]),
     (errors.Conflict, 409, ErrorCode.CONFLICT, ["error_conflict"]),
     (errors.ResumeExpired, 410, ErrorCode.RESUME_EXPIRED, ["error_resume_expired"]),
+    (errors.PreconditionFailed, 412, ErrorCode.PRECONDITION_FAILED, ["error_precondition_failed"]),
     (errors.TooLarge, 413, ErrorCode.TOO_LARGE, ["error_too_large"]),
     (
         errors.UnsupportedMediaType,

@@ -11,8 +11,8 @@ export class ApiError extends Error {
   }
 }
 
-export async function api(method, path, body, { raw = false } = {}) {
-  const init = { method, credentials: "same-origin", headers: { "Content-Type": "application/json" } };
+export async function api(method, path, body, { raw = false, headers = {} } = {}) {
+  const init = { method, credentials: "same-origin", headers: { "Content-Type": "application/json", ...headers } };
   if (body !== undefined) init.body = JSON.stringify(body);
   const response = await fetch(`/api/v1${path}`, init);
   if (raw) return response;
@@ -20,6 +20,15 @@ export async function api(method, path, body, { raw = false } = {}) {
   const data = text ? JSON.parse(text) : null;
   if (!response.ok) throw new ApiError(response.status, data);
   return data;
+}
+
+// One entity with its revision (the ETag), for the next If-Match.
+export async function revisioned(method, path, body, headers = {}) {
+  const response = await api(method, path, body, { raw: true, headers });
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!response.ok) throw new ApiError(response.status, data);
+  return { entity: data, etag: response.headers.get("ETag") };
 }
 
 export async function page(path) {

@@ -1,5 +1,5 @@
 // One entity on its own page: every field, and the Code and Access tabs; live while open.
-import { api } from "./api.js";
+import { api, revisioned } from "./api.js";
 import { errorBox, field, h, replace, show } from "./dom.js";
 
 const ACCESS = ["owner", "group", "access", "branch"];
@@ -7,7 +7,7 @@ const SERVER = ["_id", ...ACCESS, "createdAt", "updatedAt"];
 
 export async function entityPage(context, store, id) {
   const path = `/${encodeURIComponent(store)}/${encodeURIComponent(id)}`;
-  let entity = await api("GET", path);
+  let { entity, etag } = await revisioned("GET", path);
   const corner = document.getElementById("corner");
   replace(corner, h("a", { href: `/admin/stores/${encodeURIComponent(store)}/${id}`, class: "entity-id" }, id));
 
@@ -69,11 +69,24 @@ export async function entityPage(context, store, id) {
       }
       if (!Object.keys(changes).length) { replace(result, h("p", { class: "hint" }, "Nothing changed.")); return; }
       try {
-        entity = await api("PATCH", path, changes);
+        // Only if nobody changed it since it was loaded: a conflict shows both versions.
+        ({ entity, etag } = await revisioned("PATCH", path, changes, etag ? { "If-Match": etag } : {}));
         renderFields();
         editor.value = JSON.stringify(entity, null, 2);
         replace(result, h("p", { class: "ok", role: "status" }, "Saved."));
       } catch (error) {
+        if (error.status === 412 && error.body && error.body.current) {
+          const theirs = error.body.current;
+          replace(result, h("div", { class: "error", role: "alert", "aria-label": "Conflict" },
+            h("p", {}, "Someone else changed this entity meanwhile. Nothing was saved. Compare, then save again to overwrite."),
+            h("div", { class: "versions" },
+              h("section", { "aria-label": "Their version" }, h("h3", {}, "Stored now"), h("pre", {}, JSON.stringify(theirs, null, 2))),
+              h("section", { "aria-label": "Your version" }, h("h3", {}, "Yours"), h("pre", {}, JSON.stringify(edited, null, 2))))));
+          entity = theirs;
+          etag = null;  // the next save is a deliberate overwrite of what was shown
+          renderFields();
+          return;
+        }
         renderFields(error.errors || []);
         replace(result, errorBox(error));
       }
@@ -101,7 +114,7 @@ export async function entityPage(context, store, id) {
       const body = { group: group.value.trim() || null, access: list(access), branch: list(branch) };
       if (context.me.admin && owner.value.trim() !== entity.owner) body.owner = owner.value.trim();
       try {
-        entity = await api("PUT", `${path}/access`, body);
+        ({ entity, etag } = await revisioned("PUT", `${path}/access`, body));
         renderFields();
         replace(result, h("p", { class: "ok", role: "status" }, "Access saved."));
       } catch (error) { replace(result, errorBox(error)); }
@@ -149,6 +162,7 @@ export async function entityPage(context, store, id) {
     }
     const mine = JSON.stringify(event.entity) === JSON.stringify(entity);
     entity = event.entity;
+    if (mine || etag === null) etag = `"${event.rev}"`;
     renderFields();
     if (!mine) replace(banner, h("p", { class: "hint", role: "status" }, `Updated elsewhere at ${entity.updatedAt}.`));
   });
