@@ -26,6 +26,7 @@ class ErrorCode(StrEnum):
     RESUME_EXPIRED = "RESUME_EXPIRED"
     QUERY_TIMEOUT = "QUERY_TIMEOUT"
     PRECONDITION_FAILED = "PRECONDITION_FAILED"
+    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
 
 
 class APIError(Exception):
@@ -139,6 +140,15 @@ class PreconditionFailed(APIError):
         if self.current is not None:
             body["current"] = self.current
         return body
+
+
+class KeyReused(APIError):
+    """An ``Idempotency-Key`` sent again with another request (method, path or body)."""
+
+    status = 422
+    code = ErrorCode.IDEMPOTENCY_KEY_REUSED
+    tags = ("error_idempotency_key_reused",)
+    default_message = "This Idempotency-Key was used for a different request"
 
 
 class TooLarge(APIError):

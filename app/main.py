@@ -71,8 +71,22 @@ def create_app(settings: Settings) -> Starlette:
                 allow_origins=list(settings.cors_origins),
                 allow_credentials=True,
                 allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
-                allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
-                expose_headers=["Location", "Link", "X-Request-Id", "Retry-After"],
+                allow_headers=[
+                    "Authorization",
+                    "Content-Type",
+                    "X-Request-Id",
+                    "If-Match",
+                    "If-None-Match",
+                    "Idempotency-Key",
+                ],
+                expose_headers=[
+                    "Location",
+                    "Link",
+                    "X-Request-Id",
+                    "Retry-After",
+                    "ETag",
+                    "Idempotent-Replayed",
+                ],
             )
         )
     app = Starlette(

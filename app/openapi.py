@@ -25,6 +25,7 @@ _ERROR_TEXT = {
     "409": "A unique value is taken, or the resource kept changing (CONFLICT)",
     "412": "If-Match named another revision; the envelope's current is the entity now",
     "413": "The body is larger than MAX_BODY_BYTES (TOO_LARGE)",
+    "422": "The Idempotency-Key was used for another request (IDEMPOTENCY_KEY_REUSED)",
     "415": "The body is not application/json (UNSUPPORTED_MEDIA_TYPE)",
     "429": "Too many failed sign-ins; wait Retry-After seconds (TOO_MANY_REQUESTS)",
     "504": "The query ran past QUERY_TIMEOUT_MS; narrow it or index its fields (QUERY_TIMEOUT)",
@@ -333,6 +334,12 @@ _IF_MATCH = {
     "schema": {"type": "string"},
     "description": 'Change only if the entity is at this revision ("3"), or exists (*)',
 }
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "Repeats within 24 h replay the first answer (Idempotent-Replayed: true)",
+}
 _IF_NONE_MATCH = {
     "name": "If-None-Match",
     "in": "header",
@@ -361,7 +368,8 @@ def _store_paths(prefix: str, schemas: Json, parameters: list[Json], tag: str) -
     """The five entity operations under ``prefix`` (``/api/v1/{store}`` or a defined store)."""
     entity, entity_input, changes = schemas["entity"], schemas["input"], schemas["changes"]
     one = [*parameters, _path_param("id", ENTITY_ID, "The entity's id")]
-    created = _json(entity, "Created", {**_LOCATION, **_ETAG})
+    replayed = {"Idempotent-Replayed": {"schema": {"type": "string"}}}
+    created = _json(entity, "Created", {**_LOCATION, **_ETAG, **replayed})
     created["links"] = _links(prefix, generic=bool(parameters))
     return {
         prefix: {
@@ -384,10 +392,11 @@ def _store_paths(prefix: str, schemas: Json, parameters: list[Json], tag: str) -
                 "operationId": f"create:{prefix}",
                 "tags": [tag],
                 "summary": "Create an entity",
+                "parameters": [_IDEMPOTENCY_KEY],
                 "requestBody": _body(entity_input),
                 "responses": {
                     "201": created,
-                    **_errors(*_WRITE_ERRORS),
+                    **_errors(*_WRITE_ERRORS, "422"),
                 },
             },
         },

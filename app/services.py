@@ -9,6 +9,7 @@ from app.credentials import Credentials
 from app.cursors import Cursors
 from app.definitions import Definitions
 from app.entities import Entities
+from app.idempotency import Idempotency
 from app.openapi import OpenAPI
 from app.settings import Settings
 from app.storage import Storage
@@ -25,6 +26,7 @@ class Services:
     definitions: Definitions
     openapi: OpenAPI
     cursors: Cursors
+    idempotency: Idempotency
     credentials: Credentials
     throttle: LoginThrottle
 
@@ -51,6 +53,7 @@ class Services:
             definitions=definitions,
             openapi=OpenAPI(definitions),
             cursors=Cursors(settings.signing_secret()),
+            idempotency=Idempotency(storage),
             credentials=credentials,
             throttle=LoginThrottle(storage),
         )

@@ -53,6 +53,7 @@ SESSIONS = "_sessions"
 TOKENS = "_tokens"
 LOGIN_FAILURES = "_login_failures"
 DEFINITIONS = "_stores"
+IDEMPOTENCY = "_idempotency"
 # Index names the store definitions own; other indexes of a store are never touched by them.
 UNIQUE_PREFIX = "unique:"
 INDEX_PREFIX = "index:"
@@ -198,6 +199,7 @@ class Storage:
             failures = self.system(LOGIN_FAILURES)
             await failures.create_index("at", expireAfterSeconds=300)
             await failures.create_index([("key", ASCENDING), ("at", ASCENDING)])
+            await self.system(IDEMPOTENCY).create_index("expiresAt", expireAfterSeconds=0)
 
     def is_prepared(self, name: str) -> bool:
         return name in self._ready_stores

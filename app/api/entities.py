@@ -21,6 +21,7 @@ from app.http import (
     read_json,
     services,
 )
+from app.middleware import request_id
 from app.query import only_fields, parse_list_query
 from app.users import principal_of
 
@@ -37,9 +38,18 @@ async def create(request: Request) -> Response:
     user = await authenticate(request)
     store = _store(request)
     body = validation.json_object(await read_json(request))
-    entity = await services(request).entities.create(store, body, user)
-    location = f"{request.url.path.rstrip('/')}/{entity['_id']}"
-    return entity_response(entity, 201, {"Location": location})
+    found = services(request)
+
+    async def work() -> Response:
+        entity = await found.entities.create(store, body, user)
+        location = f"{request.url.path.rstrip('/')}/{entity['_id']}"
+        return entity_response(entity, 201, {"Location": location})
+
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return await work()
+    scope = f"POST {request.url.path}"
+    return await found.idempotency.run(user, key, scope, body, work, request_id(request))
 
 
 async def get(request: Request) -> Response:

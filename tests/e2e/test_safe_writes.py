@@ -85,3 +85,103 @@ async def test_events_carry_the_revision(live, make_user, store):
         await user.delete(created.headers["location"], headers={"If-Match": '"2"'})
         event = await socket.next()
         assert event["op"] == "delete" and event["rev"] == 2
+
+
+async def count(user, store) -> int:
+    return int((await user.get(f"/api/v1/{store}?meta=true")).json()["count"])
+
+
+async def test_a_repeated_key_replays_the_first_answer(admin, make_user, store):
+    user = await make_user()
+    key = {"Idempotency-Key": "order-4711"}
+    first = await user.post(f"/api/v1/{store}", json={"n": 1}, headers=key)
+    assert first.status_code == 201 and "idempotent-replayed" not in first.headers
+    again = await user.post(f"/api/v1/{store}", json={"n": 1}, headers=key)
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json() and again.headers["location"] == first.headers["location"]
+    assert again.headers["etag"] == first.headers["etag"]
+    assert await count(user, store) == 1
+    # Keys are per user: another user's same key is a request of its own.
+    other = await admin.post(f"/api/v1/{store}", json={"n": 1}, headers=key)
+    assert other.status_code == 201 and "idempotent-replayed" not in other.headers
+    mismatch = await user.post(f"/api/v1/{store}", json={"n": 2}, headers=key)
+    assert_api_error(mismatch, 422, "IDEMPOTENCY_KEY_REUSED")
+    elsewhere = await user.post(f"/api/v1/{store}x", json={"n": 1}, headers=key)
+    assert_api_error(elsewhere, 422, "IDEMPOTENCY_KEY_REUSED")
+    for bad in ("", "x" * 256, "tab\there"):
+        response = await user.post(
+            f"/api/v1/{store}", json={"n": 1}, headers={"Idempotency-Key": bad}
+        )
+        assert_api_error(response, 400, "INVALID")
+    assert await count(user, store) == 1
+
+
+async def test_validation_answers_are_kept_and_failures_are_not(admin, store):
+    definition = {"schema": {"type": "object", "required": ["title"]}}
+    assert (await admin.put(f"/api/v1/_stores/{store}", json=definition)).status_code == 200
+    key = {"Idempotency-Key": "bad-body"}
+    refused = await admin.post(f"/api/v1/{store}", json={"n": 1}, headers=key)
+    assert_api_error(refused, 400, "INVALID")
+    replayed = await admin.post(f"/api/v1/{store}", json={"n": 1}, headers=key)
+    assert replayed.status_code == 400 and replayed.headers["idempotent-replayed"] == "true"
+    assert replayed.json()["errors"] == refused.json()["errors"]
+
+
+async def test_concurrent_repeats_write_once(admin, store):
+    key = {"Idempotency-Key": "burst"}
+    responses = await asyncio.gather(
+        *(admin.post(f"/api/v1/{store}", json={"n": 1}, headers=key) for _ in range(8))
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) <= {201, 409} and statuses.count(201) >= 1, statuses
+    fresh = [
+        r for r in responses if r.status_code == 201 and "idempotent-replayed" not in r.headers
+    ]
+    assert len(fresh) == 1
+    for response in responses:
+        if response.status_code == 409:
+            assert "still running" in response.json()["message"]
+    assert await count(admin, store) == 1
+
+
+async def test_keys_hold_across_instances_and_restarts(admin, settings, store, tmp_path):
+    from tests.e2e.conftest import client_for
+    from tests.e2e.support import running
+
+    key = {"Idempotency-Key": "across"}
+    first = await admin.post(f"/api/v1/{store}", json={"n": 1}, headers=key)
+    for _ in range(2):  # a second instance, then a restarted one: both replay
+        async with running(settings) as other, client_for(other) as client:
+            client.headers["Authorization"] = admin.client.headers["Authorization"]
+            again = await client.post(f"/api/v1/{store}", json={"n": 1}, headers=key)
+            assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+            assert again.json()["_id"] == first.json()["_id"]
+    assert await count(admin, store) == 1
+
+
+async def test_a_key_left_running_by_a_dead_request_is_taken_over(app, admin, store):
+    import hashlib
+    from datetime import timedelta
+
+    from app.clock import now
+    from app.idempotency import fingerprint
+
+    me = (await admin.get("/api/v1/_me")).json()
+    key_id = hashlib.sha256(f"{me['id']}\0stuck".encode()).hexdigest()
+    printed = fingerprint(f"POST /api/v1/{store}", {"n": 1})
+    keys = app.state.services.storage.system("_idempotency")
+    base = {
+        "_id": key_id,
+        "fingerprint": printed,
+        "state": "running",
+        "expiresAt": now() + timedelta(hours=1),
+    }
+    await keys.insert_one({**base, "lease": now() + timedelta(seconds=30)})
+    busy = await admin.post(f"/api/v1/{store}", json={"n": 1}, headers={"Idempotency-Key": "stuck"})
+    assert_api_error(busy, 409, "CONFLICT")
+    await keys.update_one({"_id": key_id}, {"$set": {"lease": now() - timedelta(seconds=1)}})
+    taken = await admin.post(
+        f"/api/v1/{store}", json={"n": 1}, headers={"Idempotency-Key": "stuck"}
+    )
+    assert taken.status_code == 201 and "idempotent-replayed" not in taken.headers
+    assert await count(admin, store) == 1

@@ -18,6 +18,12 @@ KINDS = [
     (errors.PreconditionFailed, 412, ErrorCode.PRECONDITION_FAILED, ["error_precondition_failed"]),
     (errors.TooLarge, 413, ErrorCode.TOO_LARGE, ["error_too_large"]),
     (
+        errors.KeyReused,
+        422,
+        ErrorCode.IDEMPOTENCY_KEY_REUSED,
+        ["error_idempotency_key_reused"],
+    ),
+    (
         errors.UnsupportedMediaType,
         415,
         ErrorCode.UNSUPPORTED_MEDIA_TYPE,
