@@ -15,12 +15,14 @@ from typing import Any
 from bson import ObjectId
 from bson.datetime_ms import DatetimeMS
 from pymongo import DESCENDING
+from pymongo.errors import BulkWriteError
 
 from app import acl, validation
 from app.acl import HIDDEN, READERS, REVISION, Principal
 from app.clock import now, parse_time
 from app.definitions import Definitions
 from app.errors import (
+    APIError,
     Conflict,
     DeadlineExceeded,
     Forbidden,
@@ -31,7 +33,7 @@ from app.errors import (
 )
 from app.jsonio import ms
 from app.query import ListQuery, Only, Resume, projection, sort_value
-from app.storage import Document, Storage, translated_async
+from app.storage import Document, Storage, translated_async, write_error
 
 SERVER_FIELDS = ("_id", "owner", "createdAt", "updatedAt")
 PATCH_PROTECTED = ("_id", "owner", "group", "access", "branch", "createdAt", "updatedAt")
@@ -64,6 +66,40 @@ class Entities:
         self.query_timeout_ms = query_timeout_ms
 
     async def create(self, store: str, body: dict[str, Any], user: Principal) -> Document:
+        stored = self.new_entity(store, body, user)
+        await self.storage.prepare_store(store)
+        async with translated_async():
+            await self.storage.store(store).insert_one(stored)
+        return _as_created(stored)
+
+    async def create_many(
+        self, store: str, prepared: list[Document], ordered: bool
+    ) -> list[Document | APIError]:
+        """Insert entities from ``new_entity`` in one database write; per entity, what it
+        became or why it was refused. ``ordered`` stops at the first refusal (those after it
+        are left out of the answer)."""
+        if not prepared:
+            return []
+        await self.storage.prepare_store(store)
+        refused: dict[int, APIError] = {}
+        async with translated_async():
+            try:
+                await self.storage.store(store).insert_many(prepared, ordered=ordered)
+            except BulkWriteError as exc:  # per entity; anything else fails the whole request
+                for error in exc.details.get("writeErrors", []):
+                    refused[int(error["index"])] = write_error(error)
+        outcome: list[Document | APIError] = []
+        for index, stored in enumerate(prepared):
+            if index in refused:
+                outcome.append(refused[index])
+                if ordered:
+                    break
+            else:
+                outcome.append(_as_created(stored))
+        return outcome
+
+    def new_entity(self, store: str, body: dict[str, Any], user: Principal) -> Document:
+        """The document a create stores, checked as POST checks it (400 otherwise)."""
         for name in (*SERVER_FIELDS, *sorted(HIDDEN)):
             if name in body:
                 raise Invalid(name, "is set by the server")
@@ -89,15 +125,11 @@ class Entities:
             "createdAt": moment,
             "updatedAt": moment,
         }
-        stored = {
+        return {
             **entity,
             READERS: acl.readers_of(user.user_id, group, access, branch),
             REVISION: 1,
         }
-        await self.storage.prepare_store(store)
-        async with translated_async():
-            await self.storage.store(store).insert_one(stored)
-        return {**entity, REVISION: 1}
 
     async def get(
         self, store: str, entity_id: ObjectId, user: Principal, only: Only | None = None
@@ -422,6 +454,11 @@ def _same(stored: Any, given: Any) -> bool:
     if isinstance(stored, DatetimeMS) and isinstance(given, datetime):
         return int(stored) == ms(given)
     return bool(stored == given)
+
+
+def _as_created(stored: Document) -> Document:
+    """A created entity as its creator sees it (the revision kept for the ETag)."""
+    return {k: v for k, v in stored.items() if k != READERS}
 
 
 def revision(document: Document) -> int:

@@ -59,10 +59,10 @@ def is_json(content_type: str | None) -> bool:
     )
 
 
-async def read_json(request: Request) -> Any:
-    """The request body parsed as JSON, refusing bodies over MAX_BODY_BYTES before reading
-    them whole."""
-    limit = services(request).settings.max_body_bytes
+async def read_json(request: Request, limit: int | None = None) -> Any:
+    """The request body parsed as JSON, refusing bodies over ``limit`` (MAX_BODY_BYTES by
+    default) before reading them whole."""
+    limit = limit or services(request).settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():

@@ -178,6 +178,51 @@ _COMPONENTS: Json = {
                 "writeVia": _STRINGS,
             },
         },
+        "BulkInput": {
+            "type": "object",
+            "required": ["operations"],
+            "properties": {
+                "operations": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 1000,
+                    "items": {
+                        "type": "object",
+                        "required": ["op"],
+                        "properties": {
+                            "op": {"enum": ["create", "patch", "access", "delete"]},
+                            "entity": {"type": "object"},
+                            "id": {"type": "string"},
+                            "changes": {"type": "object"},
+                            "ifMatch": {"type": "string"},
+                        },
+                    },
+                },
+                "ordered": {"type": "boolean", "default": True},
+            },
+        },
+        "BulkResult": {
+            "type": "object",
+            "required": ["success", "results"],
+            "properties": {
+                "success": {"type": "boolean"},
+                "results": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["status"],
+                        "properties": {
+                            "status": {"type": ["integer", "null"]},
+                            "attempted": {"const": False},
+                            "id": {"type": "string"},
+                            "rev": {"type": "integer"},
+                            "entity": {"type": "object"},
+                            "error": _ref("Error"),
+                        },
+                    },
+                },
+            },
+        },
         "Credentials": {
             "type": "object",
             "required": ["login", "password"],
@@ -397,6 +442,20 @@ def _store_paths(prefix: str, schemas: Json, parameters: list[Json], tag: str) -
                 "responses": {
                     "201": created,
                     **_errors(*_WRITE_ERRORS, "422"),
+                },
+            },
+        },
+        f"{prefix}/_bulk": {
+            "parameters": parameters,
+            "post": {
+                "operationId": f"bulk:{prefix}",
+                "tags": [tag],
+                "summary": "Up to 1000 creates, patches, access changes and deletes",
+                "parameters": [_IDEMPOTENCY_KEY],
+                "requestBody": _body(_ref("BulkInput")),
+                "responses": {
+                    "200": _json(_ref("BulkResult"), "One result per operation, in order"),
+                    **_errors("400", "401", "403", "413", "415", "422", "503"),
                 },
             },
         },

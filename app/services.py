@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.bulk import Bulk
 from app.credentials import Credentials
 from app.cursors import Cursors
 from app.definitions import Definitions
@@ -27,6 +28,7 @@ class Services:
     openapi: OpenAPI
     cursors: Cursors
     idempotency: Idempotency
+    bulk: Bulk
     credentials: Credentials
     throttle: LoginThrottle
 
@@ -43,17 +45,19 @@ class Services:
         )
         credentials_box.append(credentials)
         definitions = Definitions(storage, settings.definitions_poll_ms / 1000)
+        entities = Entities(
+            storage, users.exists, definitions, query_timeout_ms=settings.query_timeout_ms
+        )
         return cls(
             settings=settings,
             storage=storage,
             users=users,
-            entities=Entities(
-                storage, users.exists, definitions, query_timeout_ms=settings.query_timeout_ms
-            ),
+            entities=entities,
             definitions=definitions,
             openapi=OpenAPI(definitions),
             cursors=Cursors(settings.signing_secret()),
             idempotency=Idempotency(storage),
+            bulk=Bulk(entities),
             credentials=credentials,
             throttle=LoginThrottle(storage),
         )

@@ -32,6 +32,7 @@ DEFAULTS: dict[str, str] = {
     "WORKERS": "1",
     "DEFINITIONS_POLL_MS": "1000",
     "QUERY_TIMEOUT_MS": "15000",
+    "MAX_BULK_BYTES": str(16 * 1024 * 1024),
 }
 
 
@@ -73,6 +74,7 @@ class Settings:
     workers: int
     definitions_poll_ms: int
     query_timeout_ms: int
+    max_bulk_bytes: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -105,6 +107,7 @@ class Settings:
             workers=_positive_int(env, "WORKERS"),
             definitions_poll_ms=_positive_int(env, "DEFINITIONS_POLL_MS"),
             query_timeout_ms=_positive_int(env, "QUERY_TIMEOUT_MS"),
+            max_bulk_bytes=_positive_int(env, "MAX_BULK_BYTES"),
         )
 
     def limits(self) -> Limits:

@@ -111,6 +111,20 @@ async def outside_deadline(work: Coroutine[Any, Any, T]) -> T:
     return await asyncio.get_running_loop().create_task(work, context=Context())
 
 
+def write_error(error: Document) -> APIError:
+    """One entry of a bulk write's ``writeErrors`` as the API error a single write gets."""
+    code = error.get("code")
+    if code == 11000:
+        pattern = error.get("keyPattern")
+        if isinstance(pattern, dict) and len(pattern) == 1:
+            field = str(next(iter(pattern)))
+            return Conflict(f"{field}: another record already has this value", field=field)
+        return Conflict("A record with that unique value already exists")
+    if code == 10334:
+        return Invalid("body", "the document is larger than the database allows")
+    return Invalid("body", f"the database refused the write ({error.get('errmsg', code)})")
+
+
 @asynccontextmanager
 async def translated_async() -> AsyncIterator[None]:
     """Run driver calls, turning their exceptions into API errors."""

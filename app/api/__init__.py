@@ -60,6 +60,7 @@ routes: list[BaseRoute] = [
     resource(f"{V1}/_stores", GET=stores.list_stores),
     resource(f"{V1}/_stores/{{store}}", GET=stores.get, PUT=stores.put, DELETE=stores.delete),
     resource(f"{V1}/{{store}}", StoreRoute, GET=entities.list_entities, POST=entities.create),
+    resource(f"{V1}/{{store}}/_bulk", StoreRoute, POST=entities.bulk),
     resource(
         f"{V1}/{{store}}/{{entity_id}}",
         StoreRoute,

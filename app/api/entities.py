@@ -106,6 +106,23 @@ async def set_access(request: Request) -> Response:
     return entity_response(updated)
 
 
+async def bulk(request: Request) -> Response:
+    """``POST /:store/_bulk``: many operations, each answered as its own endpoint would."""
+    user = await authenticate(request)
+    store = _store(request)
+    found = services(request)
+    body = validation.json_object(await read_json(request, found.settings.max_bulk_bytes))
+
+    async def work() -> Response:
+        return json_response(await found.bulk.run(store, body, user))
+
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return await work()
+    scope = f"POST {request.url.path}"
+    return await found.idempotency.run(user, key, scope, body, work, request_id(request))
+
+
 async def explain(request: Request) -> Response:
     """``GET /:store/:id/_explain?user=<id>`` (admins): may that user read and change it?"""
     caller = await admin(request)
