@@ -93,6 +93,8 @@ def lane_name(method: str, path: str) -> str | None:
     parts = path.rstrip("/").split("/")  # ["", "api", "v1", store, ...]
     if len(parts) == 4 and not parts[3].startswith("_") and parts[3] != "openapi.json":
         return "list"
+    if len(parts) == 5 and parts[4] == "_changes":
+        return "list"  # a change-feed poll reads the stream like a list reads the store
     return "read"
 
 

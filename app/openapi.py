@@ -23,6 +23,7 @@ _ERROR_TEXT = {
     "403": "Signed in, but not allowed (FORBIDDEN)",
     "404": "No such resource, or the caller may not read it (NOT_FOUND)",
     "409": "A unique value is taken, or the resource kept changing (CONFLICT)",
+    "410": "The cursor is older than CHANGES_RETENTION_DAYS (RESUME_EXPIRED)",
     "412": "If-Match named another revision; the envelope's current is the entity now",
     "413": "The body is larger than MAX_BODY_BYTES (TOO_LARGE)",
     "422": "The Idempotency-Key was used for another request (IDEMPOTENCY_KEY_REUSED)",
@@ -176,6 +177,27 @@ _COMPONENTS: Json = {
                 "changeAccess": {"type": "boolean"},
                 "readVia": {**_STRINGS, "description": "owner, group, access, branch or admin"},
                 "writeVia": _STRINGS,
+            },
+        },
+        "ChangeFeed": {
+            "type": "object",
+            "required": ["changes", "next"],
+            "properties": {
+                "changes": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["op", "id", "rev", "ts"],
+                        "properties": {
+                            "op": {"enum": ["create", "update", "delete", "enter", "leave"]},
+                            "id": {"type": "string"},
+                            "rev": {"type": "integer"},
+                            "ts": {"type": "integer", "description": "Unix ms"},
+                            "entity": {"type": "object"},
+                        },
+                    },
+                },
+                "next": {"type": ["string", "null"], "description": "Poll again with since=next"},
             },
         },
         "BulkInput": {
@@ -442,6 +464,24 @@ def _store_paths(prefix: str, schemas: Json, parameters: list[Json], tag: str) -
                 "responses": {
                     "201": created,
                     **_errors(*_WRITE_ERRORS, "422"),
+                },
+            },
+        },
+        f"{prefix}/_changes": {
+            "parameters": parameters,
+            "get": {
+                "operationId": f"changes:{prefix}",
+                "tags": [tag],
+                "summary": "What changed since a cursor, in commit order (poll with next)",
+                "parameters": [
+                    _query("since", {"type": "string"}, "A next cursor, or 0; none: from now"),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "At most"),
+                    _query("where", {"type": "string"}, "A JSON filter"),
+                    _query("only", {"type": "string"}, "Fields of the entities to send"),
+                ],
+                "responses": {
+                    "200": _json(_ref("ChangeFeed")),
+                    **_errors("400", "401", "403", "410", "503", "504"),
                 },
             },
         },

@@ -10,6 +10,7 @@ from app.credentials import Credentials
 from app.cursors import Cursors
 from app.definitions import Definitions
 from app.entities import Entities
+from app.feed import Feed
 from app.idempotency import Idempotency
 from app.openapi import OpenAPI
 from app.settings import Settings
@@ -29,6 +30,7 @@ class Services:
     cursors: Cursors
     idempotency: Idempotency
     bulk: Bulk
+    feed: Feed
     credentials: Credentials
     throttle: LoginThrottle
 
@@ -58,6 +60,7 @@ class Services:
             cursors=Cursors(settings.signing_secret()),
             idempotency=Idempotency(storage),
             bulk=Bulk(entities),
+            feed=Feed(storage, settings.changes_retention_days),
             credentials=credentials,
             throttle=LoginThrottle(storage),
         )

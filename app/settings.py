@@ -33,6 +33,7 @@ DEFAULTS: dict[str, str] = {
     "DEFINITIONS_POLL_MS": "1000",
     "QUERY_TIMEOUT_MS": "15000",
     "MAX_BULK_BYTES": str(16 * 1024 * 1024),
+    "CHANGES_RETENTION_DAYS": "7",
 }
 
 
@@ -48,6 +49,17 @@ def _positive_int(env: Mapping[str, str], name: str) -> int:
         raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
     if value <= 0:
         raise SettingsError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _positive_float(env: Mapping[str, str], name: str) -> float:
+    raw = env.get(name) or DEFAULTS[name]
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise SettingsError(f"{name} must be positive, got {raw}")
     return value
 
 
@@ -75,6 +87,7 @@ class Settings:
     definitions_poll_ms: int
     query_timeout_ms: int
     max_bulk_bytes: int
+    changes_retention_days: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -108,6 +121,7 @@ class Settings:
             definitions_poll_ms=_positive_int(env, "DEFINITIONS_POLL_MS"),
             query_timeout_ms=_positive_int(env, "QUERY_TIMEOUT_MS"),
             max_bulk_bytes=_positive_int(env, "MAX_BULK_BYTES"),
+            changes_retention_days=_positive_float(env, "CHANGES_RETENTION_DAYS"),
         )
 
     def limits(self) -> Limits:

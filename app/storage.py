@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 
 import pymongo
 from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.timestamp import Timestamp
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -337,6 +338,7 @@ async def change_stream(
     pipeline: list[Document],
     resume_after: Document | None = None,
     max_await_ms: int | None = None,
+    start_at: Timestamp | None = None,
 ) -> AsyncIterator[Any]:
     """A database-wide change stream with pre-images where the collection keeps them.
 
@@ -346,6 +348,7 @@ async def change_stream(
         stream = await storage.entity_db.watch(
             pipeline,
             resume_after=resume_after,
+            start_at_operation_time=start_at,
             full_document="updateLookup",
             full_document_before_change="whenAvailable",
             max_await_time_ms=max_await_ms,

@@ -61,6 +61,7 @@ routes: list[BaseRoute] = [
     resource(f"{V1}/_stores/{{store}}", GET=stores.get, PUT=stores.put, DELETE=stores.delete),
     resource(f"{V1}/{{store}}", StoreRoute, GET=entities.list_entities, POST=entities.create),
     resource(f"{V1}/{{store}}/_bulk", StoreRoute, POST=entities.bulk),
+    resource(f"{V1}/{{store}}/_changes", StoreRoute, GET=entities.changes),
     resource(
         f"{V1}/{{store}}/{{entity_id}}",
         StoreRoute,

@@ -11,7 +11,9 @@ from starlette.responses import Response
 from app import validation
 from app.auth import admin, authenticate
 from app.entities import revision
-from app.errors import Invalid
+from app.errors import BadRequest, Invalid
+from app.feed import MAX_LIMIT as MAX_CHANGES
+from app.filters import parse_where
 from app.http import (
     SUCCESS,
     entity_response,
@@ -104,6 +106,24 @@ async def set_access(request: Request) -> Response:
     expected = precondition(request)
     updated = await services(request).entities.set_access(store, entity_id, body, user, expected)
     return entity_response(updated)
+
+
+async def changes(request: Request) -> Response:
+    """``GET /:store/_changes?since=&limit=``: what changed, in commit order, once each."""
+    user = await authenticate(request)
+    store = _store(request)
+    params = request.query_params
+    for name in ("since", "limit", "where", "only"):
+        if len(params.getlist(name)) > 1:
+            raise BadRequest(f"{name} was given more than once")
+    raw_limit = params.get("limit", str(MAX_CHANGES))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_CHANGES:
+        raise Invalid("limit", f"must be a whole number from 1 to {MAX_CHANGES}")
+    where = parse_where(params["where"]) if "where" in params else None
+    only = only_fields(params["only"]) if "only" in params else None
+    feed = services(request).feed
+    answer = await feed.read(store, user, params.get("since"), int(raw_limit), where, only)
+    return json_response(answer)
 
 
 async def bulk(request: Request) -> Response:

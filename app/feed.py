@@ -1,0 +1,128 @@
+"""``GET /:store/_changes``: the change feed integrations poll, from the database's own change
+stream (so in commit order, each change once, deletes included, whichever instance or program
+made them), with the realtime layer's meaning of who is told what.
+
+A cursor is a position in that stream (its cluster time and resume token). The database
+hands out a position only up to what has committed, so a poller never skips a change that was
+still being written. Cursors older than ``CHANGES_RETENTION_DAYS`` are refused with 410
+``RESUME_EXPIRED``; the database must keep its history (MongoDB's oplog) at least that long.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import bson
+from bson.timestamp import Timestamp
+
+from app import acl
+from app.acl import Principal
+from app.errors import Invalid, ResumeExpired
+from app.filters import Where
+from app.query import Only
+from app.realtime.changes import STORE_EVENTS, Change, Position
+from app.realtime.events import Rendered, operation
+from app.storage import Document, Storage, change_stream
+
+MAX_LIMIT = 1000
+_WAIT_MS = 50
+
+
+def token_time(data: str) -> Timestamp | None:
+    """The cluster time inside a resume token: MongoDB's (KeyString, ``82`` + 8 bytes) or
+    the embedded database's (a BSON document with ``t``)."""
+    try:
+        raw = bytes.fromhex(data)
+    except ValueError:
+        return None
+    if raw[:1] == b"\x82" and len(raw) >= 9:
+        value = int.from_bytes(raw[1:9], "big")
+        return Timestamp(value >> 32, value & 0xFFFFFFFF)
+    try:
+        found = bson.decode(raw).get("t")
+    except Exception:  # not a BSON token either
+        return None
+    return found if isinstance(found, Timestamp) else None
+
+
+class Feed:
+    def __init__(self, storage: Storage, retention_days: float):
+        self.storage = storage
+        self.retention_s = retention_days * 86400
+
+    def _oldest(self) -> Timestamp:
+        return Timestamp(max(1, int(time.time() - self.retention_s)), 0)
+
+    async def read(
+        self,
+        store: str,
+        user: Principal,
+        since: str | None,
+        limit: int,
+        where: Where | None,
+        only: Only | None,
+    ) -> dict[str, Any]:
+        pipeline = [*STORE_EVENTS, {"$match": {"ns.coll": store}}]
+        resume: Document | None = None
+        start: Timestamp | None = None
+        last: Position | None = None
+        if since is None:
+            limit = 0  # the feed starts now: no changes, a cursor to poll from
+        elif since == "0":
+            start = self._oldest()
+        else:
+            try:
+                last = Position.parse(since)
+            except Invalid:
+                raise Invalid("since", "is not a cursor of this feed (use next)") from None
+            if last.time < self._oldest():
+                raise ResumeExpired(
+                    "The cursor is older than CHANGES_RETENTION_DAYS; reload and poll again"
+                )
+            resume = {"_data": last.data}
+
+        def visible(document: Document | None) -> bool:
+            if document is None or not acl.can_read(user, document):
+                return False
+            return where is None or where.matches(document)
+
+        changes: list[dict[str, Any]] = []
+        async with change_stream(self.storage, pipeline, resume, _WAIT_MS, start) as stream:
+            while len(changes) < limit:
+                event = await stream.try_next()
+                if event is None:
+                    break
+                change = Change.from_event(event)
+                if change is None:
+                    continue
+                last = change.position
+                op = operation(change, visible, user.admin)
+                if op is not None:
+                    changes.append(_entry(change, op, only))
+            token = stream.resume_token
+        if token is not None and isinstance(token.get("_data"), str):
+            data = token["_data"]
+            moment = token_time(data) or (last.time if last else Timestamp(int(time.time()), 0))
+            last = Position(moment, data)
+        next_cursor = last.token() if last is not None else since
+        return {"changes": changes, "next": next_cursor}
+
+
+def _entry(change: Change, op: str, only: Only | None) -> dict[str, Any]:
+    rendered = Rendered(change)
+    entry: dict[str, Any] = {
+        "op": op,
+        "id": str(change.id),
+        "rev": _revision(change),
+        "ts": change.ts,
+    }
+    if op in ("create", "update", "enter"):
+        entry["entity"] = rendered.entity(only)
+    return entry
+
+
+def _revision(change: Change) -> int:
+    document = change.after if change.after is not None else change.before or {}
+    found = document.get(acl.REVISION)
+    return found if isinstance(found, int) and not isinstance(found, bool) else 0
