@@ -16,6 +16,7 @@ from app.admission import Admission
 from app.api import routes
 from app.errors import APIError
 from app.middleware import RequestContext, api_error_handler, http_error_handler
+from app.ratelimit import RateLimit
 from app.realtime.hub import Hub
 from app.realtime.router import SocketRouter
 from app.services import Services
@@ -62,6 +63,7 @@ def create_app(settings: Settings) -> Starlette:
             max_message_bytes=settings.max_body_bytes,
             polling=settings.workers == 1,
         ),
+        Middleware(RateLimit, per_minute=settings.rate_limit),  # before any work is admitted
         Middleware(Admission, limits=settings.limits()),  # API requests only, not sockets
     ]
     if settings.cors_origins:
@@ -86,6 +88,9 @@ def create_app(settings: Settings) -> Starlette:
                     "Retry-After",
                     "ETag",
                     "Idempotent-Replayed",
+                    "RateLimit-Limit",
+                    "RateLimit-Remaining",
+                    "RateLimit-Reset",
                 ],
             )
         )

@@ -28,12 +28,12 @@ _ERROR_TEXT = {
     "413": "The body is larger than MAX_BODY_BYTES (TOO_LARGE)",
     "422": "The Idempotency-Key was used for another request (IDEMPOTENCY_KEY_REUSED)",
     "415": "The body is not application/json (UNSUPPORTED_MEDIA_TYPE)",
-    "429": "Too many failed sign-ins; wait Retry-After seconds (TOO_MANY_REQUESTS)",
+    "429": "Too many failed sign-ins, or past RATE_LIMIT; wait Retry-After s (TOO_MANY_REQUESTS)",
     "504": "The query ran past QUERY_TIMEOUT_MS; narrow it or index its fields (QUERY_TIMEOUT)",
     "503": "Busy or the database is unavailable; retry after Retry-After (UNAVAILABLE)",
 }
-_READ_ERRORS = ("400", "401", "403", "404", "503")
-_WRITE_ERRORS = ("400", "401", "403", "404", "409", "413", "415", "503")
+_READ_ERRORS = ("400", "401", "403", "404", "429", "503")
+_WRITE_ERRORS = ("400", "401", "403", "404", "409", "413", "415", "429", "503")
 
 
 def _ref(name: str) -> Json:

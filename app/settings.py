@@ -34,6 +34,7 @@ DEFAULTS: dict[str, str] = {
     "QUERY_TIMEOUT_MS": "15000",
     "MAX_BULK_BYTES": str(16 * 1024 * 1024),
     "CHANGES_RETENTION_DAYS": "7",
+    "RATE_LIMIT": "0",
 }
 
 
@@ -50,6 +51,14 @@ def _positive_int(env: Mapping[str, str], name: str) -> int:
     if value <= 0:
         raise SettingsError(f"{name} must be positive, got {value}")
     return value
+
+
+def _whole(env: Mapping[str, str], name: str) -> int:
+    """A whole number, 0 allowed (it turns the feature off)."""
+    raw = env.get(name) or DEFAULTS[name]
+    if not raw.isdigit():
+        raise SettingsError(f"{name} must be a whole number (0 for off), got {raw!r}")
+    return int(raw)
 
 
 def _positive_float(env: Mapping[str, str], name: str) -> float:
@@ -88,6 +97,7 @@ class Settings:
     query_timeout_ms: int
     max_bulk_bytes: int
     changes_retention_days: float
+    rate_limit: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -122,6 +132,7 @@ class Settings:
             query_timeout_ms=_positive_int(env, "QUERY_TIMEOUT_MS"),
             max_bulk_bytes=_positive_int(env, "MAX_BULK_BYTES"),
             changes_retention_days=_positive_float(env, "CHANGES_RETENTION_DAYS"),
+            rate_limit=_whole(env, "RATE_LIMIT"),
         )
 
     def limits(self) -> Limits:
