@@ -17,7 +17,10 @@ READERS = "_readers"
 # The entity's change counter, bumped by every update the API makes; guards writes that
 # depend on the whole entity (store definitions) and never leaves the server either.
 REVISION = "_rev"
-HIDDEN = frozenset({READERS, REVISION})
+# Who made the last change through the API (``<user id>.<nonce>``, new on every write), for the
+# entity's history; hidden like the others.
+AUTHOR = "_by"
+HIDDEN = frozenset({READERS, REVISION, AUTHOR})
 ACCESS_FIELDS = ("owner", "group", "access", "branch")
 EVERYONE = "*"
 

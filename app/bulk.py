@@ -11,8 +11,10 @@ from bson import ObjectId
 
 from app import validation
 from app.acl import HIDDEN, Principal
+from app.audit import Audit
 from app.entities import Entities
 from app.errors import APIError, BadRequest, Invalid
+from app.history import History
 
 MAX_OPERATIONS = 1000
 _OPS = {"create": ("entity",), "patch": ("id", "changes", "ifMatch"),
@@ -48,8 +50,10 @@ def parse(body: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
 
 
 class Bulk:
-    def __init__(self, entities: Entities):
+    def __init__(self, entities: Entities, history: History, audit: Audit):
         self.entities = entities
+        self.history = history
+        self.audit = audit
 
     async def run(self, store: str, body: dict[str, Any], user: Principal) -> dict[str, Any]:
         operations, ordered = parse(body)
@@ -125,7 +129,11 @@ class Bulk:
                 raise Invalid(f"operations.{index}.ifMatch", 'a revision ("3") or "*"')
             op = checked["op"]
             if op == "delete":
-                await self.entities.delete(store, entity_id, user, if_match)
+                last = await self.entities.delete(store, entity_id, user, if_match)
+                await self.history.deleted(store, entity_id, last, user.user_id)
+                await self.audit.record(
+                    "entity-deleted", user.user_id, store=store, entity=str(entity_id)
+                )
                 return {"status": 200, "id": str(entity_id)}
             changes = checked.get("changes")
             if not isinstance(changes, dict):
@@ -134,6 +142,10 @@ class Bulk:
                 updated = await self.entities.patch(store, entity_id, changes, user, if_match)
             else:
                 updated = await self.entities.set_access(store, entity_id, changes, user, if_match)
+                await self.audit.record(
+                    "access-changed", user.user_id, store=store, entity=str(entity_id),
+                    changes=changes,
+                )  # fmt: skip
             entity, revision = _shown(updated)
             return {"status": 200, "id": str(entity_id), "rev": revision, "entity": entity}
         except APIError as error:

@@ -6,6 +6,7 @@ realtime layer and future admin views call it.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pymongo import DESCENDING
 from pymongo.errors import BulkWriteError
 
 from app import acl, validation
-from app.acl import HIDDEN, READERS, REVISION, Principal
+from app.acl import AUTHOR, HIDDEN, READERS, REVISION, Principal
 from app.clock import now, parse_time
 from app.definitions import Definitions
 from app.errors import (
@@ -129,6 +130,7 @@ class Entities:
             **entity,
             READERS: acl.readers_of(user.user_id, group, access, branch),
             REVISION: 1,
+            AUTHOR: _stamp(user),
         }
 
     async def get(
@@ -147,7 +149,7 @@ class Entities:
             if projected is None:
                 raise _not_found(store, entity_id)
             found = projected
-        found.pop(READERS, None)
+        _hide_but_revision(found)
         return found
 
     async def list(self, store: str, query: ListQuery, user: Principal) -> Page:
@@ -300,7 +302,10 @@ class Entities:
             # The write applies only while the entity is as checked: the access state that
             # allowed it, and the protected values sent back (``$eq``: data, never operators).
             selector = _unchanged(entity_id, current, guarded)
-            update = {"$set": {**changes, "updatedAt": now()}, "$inc": {REVISION: 1}}
+            update = {
+                "$set": {**changes, "updatedAt": now(), AUTHOR: _stamp(user)},
+                "$inc": {REVISION: 1},
+            }
             updated = await _update_and_read(collection, selector, update, entity_id)
             if updated is not None:
                 return updated
@@ -347,11 +352,11 @@ class Entities:
                 merged["owner"], merged["group"], merged["access"] or [], merged["branch"] or []
             )
             update = {
-                "$set": {**wanted, READERS: readers, "updatedAt": now()},
+                "$set": {**wanted, READERS: readers, "updatedAt": now(), AUTHOR: _stamp(user)},
                 "$inc": {REVISION: 1},
             }
-            revision = (REVISION,) if _precondition(current, if_match) else ()
-            selector = _unchanged(entity_id, current, (*acl.ACCESS_FIELDS, *revision))
+            guard = (REVISION,) if _precondition(current, if_match) else ()
+            selector = _unchanged(entity_id, current, (*acl.ACCESS_FIELDS, *guard))
             updated = await _update_and_read(collection, selector, update, entity_id)
             if updated is not None:
                 return updated
@@ -367,15 +372,16 @@ class Entities:
 
     async def delete(
         self, store: str, entity_id: ObjectId, user: Principal, if_match: str | None = None
-    ) -> None:
+    ) -> int:
+        """Delete the entity; its last revision (for the history's delete entry)."""
         collection = self.storage.store(store)
         for _ in range(_RETRIES):
             current = await self._writable(store, entity_id, user)
-            revision = (REVISION,) if _precondition(current, if_match) else ()
+            guard = (REVISION,) if _precondition(current, if_match) else ()
             async with translated_async():
-                result = await collection.delete_one(_unchanged(entity_id, current, revision))
+                result = await collection.delete_one(_unchanged(entity_id, current, guard))
             if result.deleted_count == 1:
-                return
+                return revision(current)
         raise Conflict("The entity kept changing; try again")
 
     async def _readable(self, store: str, entity_id: ObjectId, user: Principal) -> Document:
@@ -424,7 +430,7 @@ async def _update_and_read(
             return None
         found: Document | None = await collection.find_one({"_id": entity_id})
     if found is not None:
-        found.pop(READERS, None)  # the revision stays, for the ETag
+        _hide_but_revision(found)
     return found
 
 
@@ -456,9 +462,14 @@ def _same(stored: Any, given: Any) -> bool:
     return bool(stored == given)
 
 
+def _stamp(user: Principal) -> str:
+    """A new ``_by`` value: the author, and a nonce so that every write changes it."""
+    return f"{user.user_id}.{secrets.token_hex(4)}"
+
+
 def _as_created(stored: Document) -> Document:
     """A created entity as its creator sees it (the revision kept for the ETag)."""
-    return {k: v for k, v in stored.items() if k != READERS}
+    return {k: v for k, v in stored.items() if k == REVISION or k not in HIDDEN}
 
 
 def revision(document: Document) -> int:
@@ -479,6 +490,14 @@ def _precondition(current: Document, if_match: str | None) -> bool:
             f"The entity is at revision {revision(current)}, not {if_match}", current=shown
         )
     return True
+
+
+def _hide_but_revision(document: Document) -> None:
+    """One entity for a single-entity answer: hidden fields dropped, the revision kept (the
+    handler turns it into the ETag)."""
+    for name in HIDDEN:
+        if name != REVISION:
+            document.pop(name, None)
 
 
 def _hide(document: Document) -> None:

@@ -2,10 +2,11 @@
 stream (so in commit order, each change once, deletes included, whichever instance or program
 made them), with the realtime layer's meaning of who is told what.
 
-A cursor is a position in that stream (its cluster time and resume token). The database
-hands out a position only up to what has committed, so a poller never skips a change that was
-still being written. Cursors older than ``CHANGES_RETENTION_DAYS`` are refused with 410
-``RESUME_EXPIRED``; the database must keep its history (MongoDB's oplog) at least that long.
+A cursor is a position in that stream (its resume token) and the time it was handed out. The
+database hands out a position only up to what has committed, so a poller never skips a change
+that was still being written. Cursors handed out longer than ``CHANGES_RETENTION_DAYS`` ago
+are refused with 410 ``RESUME_EXPIRED``; the database must keep its history (MongoDB's oplog)
+at least that long.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import bson
 from bson.timestamp import Timestamp
 
 from app import acl
@@ -29,21 +29,8 @@ MAX_LIMIT = 1000
 _WAIT_MS = 50
 
 
-def token_time(data: str) -> Timestamp | None:
-    """The cluster time inside a resume token: MongoDB's (KeyString, ``82`` + 8 bytes) or
-    the embedded database's (a BSON document with ``t``)."""
-    try:
-        raw = bytes.fromhex(data)
-    except ValueError:
-        return None
-    if raw[:1] == b"\x82" and len(raw) >= 9:
-        value = int.from_bytes(raw[1:9], "big")
-        return Timestamp(value >> 32, value & 0xFFFFFFFF)
-    try:
-        found = bson.decode(raw).get("t")
-    except Exception:  # not a BSON token either
-        return None
-    return found if isinstance(found, Timestamp) else None
+def _now() -> Timestamp:
+    return Timestamp(int(time.time()), 0)
 
 
 class Feed:
@@ -102,11 +89,12 @@ class Feed:
                     changes.append(_entry(change, op, only))
             token = stream.resume_token
         if token is not None and isinstance(token.get("_data"), str):
-            data = token["_data"]
-            moment = token_time(data) or (last.time if last else Timestamp(int(time.time()), 0))
-            last = Position(moment, data)
-        next_cursor = last.token() if last is not None else since
-        return {"changes": changes, "next": next_cursor}
+            last = Position(_now(), token["_data"])
+        if last is None:
+            return {"changes": changes, "next": since}
+        # The cursor carries when it was handed out: its age is what retention counts (a quiet
+        # store's position can be old and still perfectly valid).
+        return {"changes": changes, "next": Position(_now(), last.data).token()}
 
 
 def _entry(change: Change, op: str, only: Only | None) -> dict[str, Any]:

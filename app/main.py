@@ -31,7 +31,9 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         storage = Storage(settings.mongodb_url, settings.mongodb_db)
         try:
-            await storage.prepare_system()
+            await storage.prepare_system(
+                history_retention_s=max(1, int(settings.history_retention_days * 86400))
+            )
             services = Services.build(settings, storage)
             generated = await services.users.ensure_admin(
                 settings.admin_login, settings.admin_password
@@ -44,11 +46,13 @@ def create_app(settings: Settings) -> Starlette:
                 )
             app.state.services = services
             await services.definitions.start()
+            services.history.start()
             await hub.start(services)
             try:
                 yield
             finally:
                 await hub.stop()
+                await services.history.stop()
                 await services.definitions.stop()
         finally:
             await storage.close()

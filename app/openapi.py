@@ -200,6 +200,28 @@ _COMPONENTS: Json = {
                 "next": {"type": ["string", "null"], "description": "Poll again with since=next"},
             },
         },
+        "HistoryEntry": {
+            "type": "object",
+            "required": ["rev", "op", "at", "by", "changes"],
+            "properties": {
+                "rev": {"type": "integer"},
+                "op": {"enum": ["create", "update", "delete"]},
+                "at": _TIME,
+                "by": {"type": ["string", "null"], "description": "null: made in the database"},
+                "changes": {"type": "object", "description": '{"path": {"from", "to"}}'},
+            },
+        },
+        "AuditEntry": {
+            "type": "object",
+            "required": ["id", "at", "action", "user"],
+            "properties": {
+                "id": {"type": "string"},
+                "at": _TIME,
+                "action": {"type": "string"},
+                "user": {"type": ["string", "null"]},
+            },
+            "additionalProperties": True,
+        },
         "BulkInput": {
             "type": "object",
             "required": ["operations"],
@@ -543,6 +565,18 @@ def _store_paths(prefix: str, schemas: Json, parameters: list[Json], tag: str) -
                 "responses": {"200": _json(_ref("Explanation")), **_errors(*_READ_ERRORS)},
             },
         },
+        f"{prefix}/{{id}}/_history": {
+            "parameters": one,
+            "get": {
+                "operationId": f"history:{prefix}",
+                "tags": [tag],
+                "summary": "The entity's versions, newest first (after a delete: admins)",
+                "responses": {
+                    "200": _json({"type": "array", "items": _ref("HistoryEntry")}),
+                    **_errors(*_READ_ERRORS),
+                },
+            },
+        },
         f"{prefix}/{{id}}/access": {
             "parameters": one,
             "put": {
@@ -709,6 +743,24 @@ def _fixed_paths() -> Json:
                     **_errors("400", "401", "403", "404", "415", "503"),
                 },
             },
+        },
+        f"{V1}/_audit": {
+            "get": {
+                "tags": ["users"],
+                "summary": "The audit log, newest first (admins)",
+                "parameters": [
+                    _query("user", {"type": "string"}, "Entries by this user id"),
+                    _query("store", {"type": "string"}, "Entries about this store"),
+                    _query("from", {"type": "string"}, "At or after: Unix ms or ISO 8601"),
+                    _query("to", {"type": "string"}, "At or before"),
+                    _query("before", ENTITY_ID, "The next page (from the Link header)"),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page"),
+                ],
+                "responses": {
+                    "200": _json({"type": "array", "items": _ref("AuditEntry")}, "OK", _LINK),
+                    **admin_read,
+                },
+            }
         },
         f"{V1}/_stores": {
             "get": {

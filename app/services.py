@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.audit import Audit
 from app.bulk import Bulk
 from app.credentials import Credentials
 from app.cursors import Cursors
 from app.definitions import Definitions
 from app.entities import Entities
 from app.feed import Feed
+from app.history import History
 from app.idempotency import Idempotency
 from app.openapi import OpenAPI
 from app.settings import Settings
@@ -31,6 +33,8 @@ class Services:
     idempotency: Idempotency
     bulk: Bulk
     feed: Feed
+    history: History
+    audit: Audit
     credentials: Credentials
     throttle: LoginThrottle
 
@@ -50,6 +54,8 @@ class Services:
         entities = Entities(
             storage, users.exists, definitions, query_timeout_ms=settings.query_timeout_ms
         )
+        history = History(storage)
+        audit = Audit(storage)
         return cls(
             settings=settings,
             storage=storage,
@@ -59,8 +65,10 @@ class Services:
             openapi=OpenAPI(definitions),
             cursors=Cursors(settings.signing_secret()),
             idempotency=Idempotency(storage),
-            bulk=Bulk(entities),
+            bulk=Bulk(entities, history, audit),
             feed=Feed(storage, settings.changes_retention_days),
+            history=history,
+            audit=audit,
             credentials=credentials,
             throttle=LoginThrottle(storage),
         )

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, str] = {
     "MAX_BULK_BYTES": str(16 * 1024 * 1024),
     "CHANGES_RETENTION_DAYS": "7",
     "RATE_LIMIT": "0",
+    "HISTORY_RETENTION_DAYS": "90",
 }
 
 
@@ -98,6 +99,7 @@ class Settings:
     max_bulk_bytes: int
     changes_retention_days: float
     rate_limit: int
+    history_retention_days: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -133,6 +135,7 @@ class Settings:
             max_bulk_bytes=_positive_int(env, "MAX_BULK_BYTES"),
             changes_retention_days=_positive_float(env, "CHANGES_RETENTION_DAYS"),
             rate_limit=_whole(env, "RATE_LIMIT"),
+            history_retention_days=_positive_float(env, "HISTORY_RETENTION_DAYS"),
         )
 
     def limits(self) -> Limits:

@@ -55,6 +55,8 @@ TOKENS = "_tokens"
 LOGIN_FAILURES = "_login_failures"
 DEFINITIONS = "_stores"
 IDEMPOTENCY = "_idempotency"
+HISTORY = "_history"
+AUDIT = "_audit"
 # Index names the store definitions own; other indexes of a store are never touched by them.
 UNIQUE_PREFIX = "unique:"
 INDEX_PREFIX = "index:"
@@ -203,9 +205,25 @@ class Storage:
             with pymongo.timeout(timeout_s):
                 await self.db.command("ping")
 
-    async def prepare_system(self) -> None:
+    async def prepare_system(self, history_retention_s: int = 90 * 86400) -> None:
         """Indexes of the system collections; safe to run on every start."""
         async with translated_async():
+            await self.system(AUDIT).create_index("at", expireAfterSeconds=365 * 86400)
+            await self.system(AUDIT).create_index([("user", ASCENDING), ("_id", ASCENDING)])
+            history = self.system(HISTORY)
+            await history.create_index(
+                [("store", ASCENDING), ("entity", ASCENDING), ("at", ASCENDING)]
+            )
+            try:
+                await history.create_index("at", expireAfterSeconds=history_retention_s)
+            except OperationFailure as exc:  # the retention changed: follow it
+                if exc.code not in (85, 86):
+                    raise
+                await self.db.command(
+                    "collMod",
+                    HISTORY,
+                    index={"keyPattern": {"at": 1}, "expireAfterSeconds": history_retention_s},
+                )
             await self.system(USERS).create_index("login", unique=True)
             await self.system(SESSIONS).create_index("expiresAt", expireAfterSeconds=0)
             await self.system(SESSIONS).create_index("user")

@@ -15,10 +15,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import Scope
 
-from app.api import console, docs, entities, session, stores, system, tokens, users
+from app.api import audit, console, docs, entities, session, stores, system, tokens, users
 
 V1 = "/api/v1"
-SYSTEM_NAMES = frozenset({"auth", "_me", "_users", "_tokens", "_stores", "openapi.json"})
+SYSTEM_NAMES = frozenset({"auth", "_me", "_users", "_tokens", "_stores", "_audit", "openapi.json"})
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -57,6 +57,7 @@ routes: list[BaseRoute] = [
     resource(f"{V1}/_users/{{user_id}}", GET=users.get, PATCH=users.patch, DELETE=users.delete),
     resource(f"{V1}/_tokens", GET=tokens.list_tokens, POST=tokens.create),
     resource(f"{V1}/_tokens/{{token_id}}", DELETE=tokens.revoke),
+    resource(f"{V1}/_audit", GET=audit.list_entries),
     resource(f"{V1}/_stores", GET=stores.list_stores),
     resource(f"{V1}/_stores/{{store}}", GET=stores.get, PUT=stores.put, DELETE=stores.delete),
     resource(f"{V1}/{{store}}", StoreRoute, GET=entities.list_entities, POST=entities.create),
@@ -71,4 +72,5 @@ routes: list[BaseRoute] = [
     ),
     resource(f"{V1}/{{store}}/{{entity_id}}/access", StoreRoute, PUT=entities.set_access),
     resource(f"{V1}/{{store}}/{{entity_id}}/_explain", StoreRoute, GET=entities.explain),
+    resource(f"{V1}/{{store}}/{{entity_id}}/_history", StoreRoute, GET=entities.history),
 ]

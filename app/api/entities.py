@@ -11,7 +11,7 @@ from starlette.responses import Response
 from app import validation
 from app.auth import admin, authenticate
 from app.entities import revision
-from app.errors import BadRequest, Invalid
+from app.errors import BadRequest, Invalid, NotFound
 from app.feed import MAX_LIMIT as MAX_CHANGES
 from app.filters import parse_where
 from app.http import (
@@ -105,6 +105,9 @@ async def set_access(request: Request) -> Response:
     body = validation.json_object(await read_json(request))
     expected = precondition(request)
     updated = await services(request).entities.set_access(store, entity_id, body, user, expected)
+    await services(request).audit.record(
+        "access-changed", user.user_id, store=store, entity=str(entity_id), changes=body
+    )
     return entity_response(updated)
 
 
@@ -158,5 +161,22 @@ async def explain(request: Request) -> Response:
 async def delete(request: Request) -> Response:
     user = await authenticate(request)
     store, entity_id = _entity_path(request)
-    await services(request).entities.delete(store, entity_id, user, precondition(request))
+    found = services(request)
+    last = await found.entities.delete(store, entity_id, user, precondition(request))
+    await found.history.deleted(store, entity_id, last, user.user_id)
+    await found.audit.record("entity-deleted", user.user_id, store=store, entity=str(entity_id))
     return json_response(SUCCESS)
+
+
+async def history(request: Request) -> Response:
+    """``GET /:store/:id/_history``: the entity's versions, newest first. Readable by whoever
+    may read the entity now; once it is deleted, by admins."""
+    user = await authenticate(request)
+    store, entity_id = _entity_path(request)
+    found = services(request)
+    try:
+        await found.entities.get(store, entity_id, user)
+    except NotFound:
+        if not user.admin:
+            raise
+    return json_response(await found.history.entries(store, entity_id))

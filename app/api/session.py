@@ -28,6 +28,7 @@ async def _check_password(request: Request) -> Document:
     stored = user.get("passwordHash") if user and not user.get("disabled") else None
     if not await verify_password(stored, password) or user is None:
         await found.throttle.failed(login, address)
+        await found.audit.record("signin-failed", None, login=login[:200], address=address)
         raise Unauthorized()
     await found.throttle.succeeded(login)
     return user
@@ -36,6 +37,7 @@ async def _check_password(request: Request) -> Document:
 async def sign_in(request: Request) -> Response:
     user = await _check_password(request)
     sid, expires = await services(request).credentials.open_session(str(user["_id"]))
+    await services(request).audit.record("signin", str(user["_id"]), kind="session")
     cookie = f"{COOKIE}={sid}; Path=/; Expires={format_datetime(expires, usegmt=True)}; HttpOnly"
     cookie += "; SameSite=Lax" + ("; Secure" if request.url.scheme == "https" else "")
     return json_response(SUCCESS, headers={"Set-Cookie": cookie})
@@ -44,6 +46,7 @@ async def sign_in(request: Request) -> Response:
 async def token(request: Request) -> Response:
     user = await _check_password(request)
     issued = await services(request).credentials.issue_token(str(user["_id"]))
+    await services(request).audit.record("signin", str(user["_id"]), kind="token")
     return json_response(token_body(issued))
 
 

@@ -26,19 +26,26 @@ async def get(request: Request) -> Response:
 
 
 async def put(request: Request) -> Response:
-    await admin(request)
+    caller = await admin(request)
     store = _store(request)
     dry_run = flag(request.query_params.get("dryRun"), "dryRun")
     body = validation.json_object(await read_json(request))
     definitions = services(request).definitions
     if dry_run:
         return json_response(await definitions.dry_run(store, body))
-    return json_response(await definitions.put(store, body))
+    stored = await definitions.put(store, body)
+    await services(request).audit.record(
+        "definition-changed", caller.user_id, store=store, version=stored["version"]
+    )
+    return json_response(stored)
 
 
 async def delete(request: Request) -> Response:
-    await admin(request)
+    caller = await admin(request)
     store = _store(request)
     drop = flag(request.query_params.get("drop"), "drop")
     await services(request).definitions.remove(store, drop)
+    await services(request).audit.record(
+        "definition-deleted", caller.user_id, store=store, dropped=drop
+    )
     return json_response(SUCCESS)

@@ -14,6 +14,7 @@ async def create(request: Request) -> Response:
     user = await authenticate(request)
     body = validation.json_object(await read_json(request))
     created = await services(request).credentials.create_personal_token(user, body)
+    await services(request).audit.record("token-created", user.user_id, token=created["id"])
     return json_response(created, 201, {"Location": f"{request.url.path}/{created['id']}"})
 
 
@@ -24,5 +25,7 @@ async def list_tokens(request: Request) -> Response:
 
 async def revoke(request: Request) -> Response:
     user = await authenticate(request)
-    await services(request).credentials.revoke_personal_token(user, request.path_params["token_id"])
+    token_id = request.path_params["token_id"]
+    await services(request).credentials.revoke_personal_token(user, token_id)
+    await services(request).audit.record("token-revoked", user.user_id, token=token_id)
     return json_response(SUCCESS)

@@ -12,9 +12,12 @@ from app.users import render
 
 
 async def create(request: Request) -> Response:
-    await admin(request)
+    caller = await admin(request)
     body = validation.json_object(await read_json(request))
     user = await services(request).users.create(body)
+    await services(request).audit.record(
+        "user-created", caller.user_id, target=str(user["_id"]), login=user["login"]
+    )
     return json_response(render(user), 201, {"Location": f"{request.url.path}/{user['_id']}"})
 
 
@@ -29,13 +32,20 @@ async def get(request: Request) -> Response:
 
 
 async def patch(request: Request) -> Response:
-    await admin(request)
+    caller = await admin(request)
     body = validation.json_object(await read_json(request))
     user = await services(request).users.patch(request.path_params["user_id"], body)
+    # The field names only: a new password never reaches the log.
+    await services(request).audit.record(
+        "user-changed", caller.user_id, target=str(user["_id"]), fields=sorted(body)
+    )
     return json_response(render(user))
 
 
 async def delete(request: Request) -> Response:
-    await admin(request)
+    caller = await admin(request)
     await services(request).users.delete(request.path_params["user_id"])
+    await services(request).audit.record(
+        "user-deleted", caller.user_id, target=request.path_params["user_id"]
+    )
     return json_response(SUCCESS)

@@ -158,7 +158,7 @@ class Hub:
 
     async def start(self, services: Services) -> None:
         self.services = services
-        self.source = ChangeSource(services.storage, self.publish)
+        self.source = ChangeSource(services.storage, self._sink)
         self.source.start()
         self._liveness = asyncio.create_task(self._check_credentials(), name="socket-liveness")
         with contextlib.suppress(TimeoutError):
@@ -208,6 +208,13 @@ class Hub:
             return Internal().body()
 
     # --- routing ---------------------------------------------------------------------------
+
+    def _sink(self, change: Change) -> None:
+        """Each change from the process's one change source: to the subscribers, and to the
+        entity history."""
+        self.publish(change)
+        if self.services is not None:
+            self.services.history.record(change)
 
     def publish(self, change: Change) -> None:
         """Route one change to every live subscription of its store (no awaiting here)."""

@@ -400,3 +400,21 @@ async def test_code_saves_with_if_match_and_shows_both_versions_on_conflict(live
         await page.get_by_role("button", name="Save", exact=True).click()  # a deliberate overwrite
         await page.get_by_role("status").filter(has_text="Saved.").wait_for()
         assert (await admin.get(f"/api/v1/{store}/{made['_id']}")).json()["title"] == "Mine"
+
+
+async def test_the_history_tab_shows_who_changed_what(live, admin, store):
+    made = (await admin.post(f"/api/v1/{store}", json={"stage": "new"})).json()
+    await admin.patch(f"/api/v1/{store}/{made['_id']}", json={"stage": "won"})
+    for _ in range(100):  # the history is recorded in the background
+        if len((await admin.get(f"/api/v1/{store}/{made['_id']}/_history")).json()) == 2:
+            break
+        await asyncio.sleep(0.05)
+    async with browser_page() as page:
+        await sign_in(page, live.url, "admin", ADMIN_PASSWORD)
+        await open_entity(page, live.url, store, made["_id"])
+        await page.get_by_role("tab", name="History").click()
+        history = page.get_by_label("History")
+        await history.get_by_text("rev 2 · update").wait_for()
+        await history.get_by_text('"new" → "won"').wait_for()
+        assert "by admin" in await history.inner_text()
+        await shot(page, "history")

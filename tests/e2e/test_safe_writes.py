@@ -15,12 +15,14 @@ pytestmark = pytest.mark.asyncio
 async def test_every_single_entity_answer_carries_its_revision(admin, store):
     created = await admin.post(f"/api/v1/{store}", json={"a": 1})
     assert created.headers["etag"] == '"1"' and "_rev" not in created.json()
+    assert "_by" not in created.json()
     url = created.headers["location"]
     assert (await admin.get(url)).headers["etag"] == '"1"'
     assert (await admin.get(url, params={"only": "a"})).headers["etag"] == '"1"'
     assert (await admin.get(url, params={"only": "-a"})).headers["etag"] == '"1"'
     patched = await admin.patch(url, json={"a": 2})
     assert patched.headers["etag"] == '"2"' and "_rev" not in patched.json()
+    assert "_by" not in patched.json() and "_by" not in (await admin.get(url)).json()
     access = await admin.put(f"{url}/access", json={"access": ["*"]})
     assert access.headers["etag"] == '"3"'
     listed = (await admin.get(f"/api/v1/{store}")).json()

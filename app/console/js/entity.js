@@ -16,7 +16,7 @@ export async function entityPage(context, store, id) {
   const panel = h("div", { class: "panel" });
   const tabs = h("div", { role: "tablist", "aria-label": "Entity views" });
   let current = "Code";
-  const views = { Code: codeTab, Access: accessTab };
+  const views = { Code: codeTab, Access: accessTab, History: historyTab };
   for (const name of Object.keys(views)) {
     tabs.append(h("button", { role: "tab", type: "button", "aria-selected": String(name === current),
       onclick: () => { current = name; showTab(); } }, name));
@@ -137,6 +137,25 @@ export async function entityPage(context, store, id) {
         field("User to explain", who), h("button", { type: "button", onclick: explain }, "Explain"), answer));
     }
     replace(panel, ...parts);
+  }
+
+  async function historyTab() {
+    replace(panel, h("p", { class: "hint", role: "status" }, "Loading the history…"));
+    let entries;
+    try { entries = await api("GET", `${path}/_history`); } catch (error) { replace(panel, errorBox(error)); return; }
+    const users = new Map();
+    if (context.me.admin) {
+      try { for (const u of await api("GET", "/_users")) users.set(u.id, u.login); } catch { /* ids then */ }
+    }
+    const who = (id) => (id === null ? "the database (not through the API)" : users.get(id) || id);
+    replace(panel, entries.length
+      ? h("ol", { class: "history", "aria-label": "History" }, entries.map((e) =>
+        h("li", {}, h("strong", {}, `rev ${e.rev} · ${e.op}`), ` ${e.at} by ${who(e.by)}`,
+          Object.keys(e.changes).length
+            ? h("ul", {}, Object.entries(e.changes).map(([field, change]) =>
+              h("li", {}, h("code", {}, field), `: ${JSON.stringify(change.from)} → ${JSON.stringify(change.to)}`)))
+            : null)))
+      : h("p", { class: "hint" }, "No recorded changes yet."));
   }
 
   function confirmDelete() {
