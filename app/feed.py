@@ -29,8 +29,13 @@ MAX_LIMIT = 1000
 _WAIT_MS = 50
 
 
+def _at(moment: float) -> Timestamp:
+    """A wall-clock time as a cursor's issue time: seconds, and milliseconds in ``inc``."""
+    return Timestamp(max(1, int(moment)), int(moment % 1 * 1000))
+
+
 def _now() -> Timestamp:
-    return Timestamp(int(time.time()), 0)
+    return _at(time.time())
 
 
 class Feed:
@@ -39,7 +44,7 @@ class Feed:
         self.retention_s = retention_days * 86400
 
     def _oldest(self) -> Timestamp:
-        return Timestamp(max(1, int(time.time() - self.retention_s)), 0)
+        return _at(time.time() - self.retention_s)
 
     async def read(
         self,
@@ -57,7 +62,7 @@ class Feed:
         if since is None:
             limit = 0  # the feed starts now: no changes, a cursor to poll from
         elif since == "0":
-            start = self._oldest()
+            start = Timestamp(max(1, int(time.time() - self.retention_s)), 0)
         else:
             try:
                 last = Position.parse(since)
