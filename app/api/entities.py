@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import urlencode
 
 from bson import ObjectId
@@ -9,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app import validation
+from app.acl import Principal
 from app.auth import admin, authenticate
 from app.entities import revision
 from app.errors import BadRequest, Invalid, NotFound
@@ -36,6 +39,18 @@ def _entity_path(request: Request) -> tuple[str, ObjectId]:
     return _store(request), validation.object_id(request.path_params["entity_id"])
 
 
+async def _once(
+    request: Request, user: Principal, body: Any, work: Callable[[], Awaitable[Response]]
+) -> Response:
+    """Run ``work``, once per ``Idempotency-Key`` when the request carries one."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return await work()
+    scope = f"{request.method} {request.url.path}"
+    idempotency = services(request).idempotency
+    return await idempotency.run(user, key, scope, body, work, request_id(request))
+
+
 async def create(request: Request) -> Response:
     user = await authenticate(request)
     store = _store(request)
@@ -47,11 +62,7 @@ async def create(request: Request) -> Response:
         location = f"{request.url.path.rstrip('/')}/{entity['_id']}"
         return entity_response(entity, 201, {"Location": location})
 
-    key = request.headers.get("idempotency-key")
-    if key is None:
-        return await work()
-    scope = f"POST {request.url.path}"
-    return await found.idempotency.run(user, key, scope, body, work, request_id(request))
+    return await _once(request, user, body, work)
 
 
 async def get(request: Request) -> Response:
@@ -139,11 +150,7 @@ async def bulk(request: Request) -> Response:
     async def work() -> Response:
         return json_response(await found.bulk.run(store, body, user))
 
-    key = request.headers.get("idempotency-key")
-    if key is None:
-        return await work()
-    scope = f"POST {request.url.path}"
-    return await found.idempotency.run(user, key, scope, body, work, request_id(request))
+    return await _once(request, user, body, work)
 
 
 async def explain(request: Request) -> Response:
