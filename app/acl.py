@@ -21,6 +21,15 @@ REVISION = "_rev"
 # entity's history; hidden like the others.
 AUTHOR = "_by"
 HIDDEN = frozenset({READERS, REVISION, AUTHOR})
+
+
+def revision_of(document: Mapping[str, Any] | None) -> int:
+    """An entity's revision: 1 when created, one more on every change the API makes (0 for
+    an entity written into the database without one)."""
+    found = document.get(REVISION) if document is not None else None
+    return found if isinstance(found, int) and not isinstance(found, bool) else 0
+
+
 ACCESS_FIELDS = ("owner", "group", "access", "branch")
 EVERYONE = "*"
 

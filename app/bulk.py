@@ -10,7 +10,7 @@ from typing import Any
 from bson import ObjectId
 
 from app import validation
-from app.acl import HIDDEN, Principal
+from app.acl import HIDDEN, Principal, revision_of
 from app.audit import Audit
 from app.entities import Entities
 from app.errors import APIError, BadRequest, Invalid
@@ -22,9 +22,8 @@ _OPS = {"create": ("entity",), "patch": ("id", "changes", "ifMatch"),
 
 
 def _shown(entity: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    revision = entity.get("_rev")
     shown = {k: v for k, v in entity.items() if k not in HIDDEN}
-    return shown, revision if isinstance(revision, int) else 0
+    return shown, revision_of(entity)
 
 
 def _failed(error: APIError, entity_id: Any = None) -> dict[str, Any]:

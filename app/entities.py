@@ -472,11 +472,7 @@ def _as_created(stored: Document) -> Document:
     return {k: v for k, v in stored.items() if k == REVISION or k not in HIDDEN}
 
 
-def revision(document: Document) -> int:
-    """An entity's revision: 1 when created, one more on every change the API makes (0 for
-    an entity written into the database without one)."""
-    found = document.get(REVISION)
-    return found if isinstance(found, int) and not isinstance(found, bool) else 0
+revision = acl.revision_of
 
 
 def _precondition(current: Document, if_match: str | None) -> bool:

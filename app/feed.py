@@ -107,15 +107,9 @@ def _entry(change: Change, op: str, only: Only | None) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "op": op,
         "id": str(change.id),
-        "rev": _revision(change),
+        "rev": change.revision,
         "ts": change.ts,
     }
     if op in ("create", "update", "enter"):
         entry["entity"] = rendered.entity(only)
     return entry
-
-
-def _revision(change: Change) -> int:
-    document = change.after if change.after is not None else change.before or {}
-    found = document.get(acl.REVISION)
-    return found if isinstance(found, int) and not isinstance(found, bool) else 0

@@ -44,11 +44,6 @@ def author(document: Document | None) -> str | None:
     return stamp.split(".", 1)[0] if isinstance(stamp, str) and stamp else None
 
 
-def _revision(document: Document | None) -> int:
-    found = document.get("_rev") if document is not None else None
-    return found if isinstance(found, int) and not isinstance(found, bool) else 0
-
-
 def _visible(document: Document | None) -> dict[str, Any]:
     return {k: v for k, v in (document or {}).items() if k not in HIDDEN and k not in _QUIET}
 
@@ -73,7 +68,7 @@ def entry_of(change: Change) -> Document:
     return {
         "store": change.store,
         "entity": change.id,
-        "rev": _revision(change.after if change.after is not None else change.before),
+        "rev": change.revision,
         "op": op,
         "at": datetime.fromtimestamp(change.ts / 1000, UTC),
         "by": by,

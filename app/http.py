@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from app import jsonio
-from app.acl import REVISION
+from app.acl import REVISION, revision_of
 from app.errors import BadRequest, Invalid, TooLarge
 from app.services import Services
 
@@ -33,8 +33,8 @@ def entity_response(
     entity: dict[str, Any], status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
     """One entity, with its revision as the ``ETag`` (the revision itself is never shown)."""
-    revision = entity.pop(REVISION, 0)
-    tag = f'"{revision if isinstance(revision, int) else 0}"'
+    tag = f'"{revision_of(entity)}"'
+    entity.pop(REVISION, None)
     return json_response(entity, status, {**(headers or {}), "ETag": tag})
 
 

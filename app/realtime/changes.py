@@ -17,6 +17,7 @@ from typing import Any
 
 from bson.timestamp import Timestamp
 
+from app.acl import revision_of
 from app.errors import Invalid, ResumeExpired
 from app.storage import Document, Storage, change_stream
 
@@ -62,6 +63,11 @@ class Change:
     after: Document | None
     ts: int
     position: Position
+
+    @property
+    def revision(self) -> int:
+        """The revision the change left (the last one, for a delete)."""
+        return revision_of(self.after if self.after is not None else self.before)
 
     @classmethod
     def from_event(cls, event: Document) -> Change | None:

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from app import jsonio
-from app.acl import HIDDEN, REVISION
+from app.acl import HIDDEN
 from app.query import Only
 from app.realtime.changes import Change
 
@@ -53,10 +53,8 @@ class Rendered:
     def __init__(self, change: Change):
         self.change = change
         # The revision the change left (the last one for a delete), for the next If-Match.
-        revision = (change.after if change.after is not None else change.before or {}).get(REVISION)
-        rev = revision if isinstance(revision, int) and not isinstance(revision, bool) else 0
         self.common = (
-            f'"store":{_text(change.store)},"id":{_text(str(change.id))},"rev":{rev},'
+            f'"store":{_text(change.store)},"id":{_text(str(change.id))},"rev":{change.revision},'
             f'"ts":{int(change.ts)},"resume":{_text(change.position.token())}'
         )
         self._plain: dict[str, Any] | None = None
