@@ -33,23 +33,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from app import jsonio
 from app.acl import Principal
-from app.errors import APIError, BadRequest, Internal, Invalid
+from app.errors import APIError, BadRequest, Internal
 from app.realtime.peers import Dispatcher, SocketAuthenticator
+from app.realtime.wire import (
+    DEFAULT_NAMESPACE,
+    Packet,
+    WireSocket,
+    event_args,
+    json_text,
+    parse_packet,
+    request_headers,
+)
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_NAMESPACE = "/"
-_DIGITS = "0123456789"
-_MAX_ACK_ID_DIGITS = 16
 _HTTP_BODY = orjson.dumps({"code": 3, "message": "Bad request"})
 
 
@@ -78,12 +82,12 @@ class EIO3Front:
         if query.get("EIO") != "3":
             await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
             return
-        socket = _Socket(send)
+        socket = WireSocket(send)
         try:
-            principal = await self._authenticate(_headers(scope), query, None)
+            principal = await self._authenticate(request_headers(scope), query, None)
         except APIError as error:
             await self._open(socket)
-            await socket.send_text("44" + _json(error.body()))
+            await socket.send_text("44" + json_text(error.body()))
             await socket.close(1008 if error.status < 500 else 1011, error.code.value)
             return
         peer = EIO3Peer(principal, socket)
@@ -96,7 +100,7 @@ class EIO3Front:
             socket.gone()
             await self._dispatcher.detach(peer)
 
-    async def _open(self, socket: _Socket) -> None:
+    async def _open(self, socket: WireSocket) -> None:
         await socket.send({"type": "websocket.accept"})
         handshake = {
             "sid": secrets.token_urlsafe(15),
@@ -104,7 +108,7 @@ class EIO3Front:
             "pingInterval": self._ping_interval_ms,
             "pingTimeout": self._ping_timeout_ms,
         }
-        await socket.send_text("0" + _json(handshake))
+        await socket.send_text("0" + json_text(handshake))
 
     async def _serve(self, peer: EIO3Peer, receive: Receive) -> None:
         """Read frames until the client leaves, asks to close, or falls silent."""
@@ -142,14 +146,14 @@ class EIO3Front:
 
     async def _on_message(self, peer: EIO3Peer, body: str) -> bool:
         try:
-            packet = _parse_packet(body)
+            packet = parse_packet(body)
         except BadRequest as error:
             logger.debug("eio3: malformed packet %.80r: %s", body, error.message)
             await _send_error(peer, None, error)
             return True
         if packet.namespace != DEFAULT_NAMESPACE:
             if packet.kind in ("0", "2"):
-                invalid = _json("Invalid namespace")
+                invalid = json_text("Invalid namespace")
                 await peer.socket.send_text(f"44{packet.namespace},{invalid}")
             return True
         if packet.kind == "1":
@@ -159,15 +163,15 @@ class EIO3Front:
             await self._on_event(peer, packet)
         return True
 
-    async def _on_event(self, peer: EIO3Peer, packet: _Packet) -> None:
+    async def _on_event(self, peer: EIO3Peer, packet: Packet) -> None:
         try:
-            event, data = _event_args(packet.data)
+            event, data = event_args(packet.data)
         except APIError as error:
             await _send_error(peer, packet.ack_id, error)
             return
         try:
             ack = await self._dispatcher.handle(peer, event, data)
-            reply = _json([ack])
+            reply = json_text([ack])
         except APIError as error:
             await _send_error(peer, packet.ack_id, error)
             return
@@ -182,116 +186,28 @@ class EIO3Front:
 class EIO3Peer:
     """A connected v2 client, as the dispatcher sees it."""
 
-    def __init__(self, principal: Principal, socket: _Socket) -> None:
+    def __init__(self, principal: Principal, socket: WireSocket) -> None:
         self.principal = principal
         self.socket = socket
 
     async def emit(self, event: str, data: dict[str, Any]) -> None:
-        await self.socket.send_text("42" + _json([event, data]))
+        await self.socket.send_text("42" + json_text([event, data]))
 
     async def emit_encoded(self, event: str, data: str) -> None:
-        await self.socket.send_text(f"42[{_json(event)},{data}]")
+        await self.socket.send_text(f"42[{json_text(event)},{data}]")
 
     async def close(self) -> None:
         await self.socket.close(1000, "", farewell="41")
 
 
-class _Socket:
-    """Serialises sends to one ASGI websocket; a send after the client has gone is dropped."""
-
-    def __init__(self, send: Send) -> None:
-        self._send = send
-        self._lock = asyncio.Lock()
-        self.closed = False
-
-    def gone(self) -> None:
-        self.closed = True
-
-    async def send(self, message: dict[str, Any]) -> None:
-        async with self._lock:
-            await self._deliver(message)
-
-    async def send_text(self, text: str) -> None:
-        await self.send({"type": "websocket.send", "text": text})
-
-    async def close(self, code: int, reason: str, *, farewell: str | None = None) -> None:
-        async with self._lock:
-            if farewell is not None:
-                await self._deliver({"type": "websocket.send", "text": farewell})
-            await self._deliver({"type": "websocket.close", "code": code, "reason": reason})
-            self.closed = True
-
-    async def _deliver(self, message: dict[str, Any]) -> None:
-        if self.closed:
-            return
-        try:
-            await self._send(message)
-        except OSError:  # ASGI: a send on a closed connection raises an OSError subclass
-            self.closed = True
-
-
-@dataclass(frozen=True)
-class _Packet:
-    kind: str
-    namespace: str
-    ack_id: str | None
-    data: str
-
-
-def _parse_packet(text: str) -> _Packet:
-    """Split a Socket.IO v2 packet; raises BadRequest for what the protocol cannot contain."""
-    kind, rest = text[:1], text[1:]
-    if kind in ("5", "6"):
-        raise BadRequest("Binary packets are not supported")
-    if kind not in ("0", "1", "2", "3", "4"):
-        raise BadRequest("Unknown Socket.IO packet type")
-    namespace = DEFAULT_NAMESPACE
-    if rest.startswith("/"):
-        path, _, rest = rest.partition(",")
-        namespace = path.partition("?")[0]
-    digits = len(rest) - len(rest.lstrip(_DIGITS))
-    if digits > _MAX_ACK_ID_DIGITS:
-        raise BadRequest("Ack id too long")
-    ack_id = rest[:digits] or None
-    return _Packet(kind, namespace, ack_id, rest[digits:])
-
-
-def _event_args(data: str) -> tuple[str, Any]:
-    """The event name and its first argument from ``["name", arg, ...]``."""
-    try:
-        args = jsonio.loads(data)
-    except jsonio.OutOfRange as exc:
-        raise Invalid(exc.in_event_argument(), "integers must fit in 64 bits") from None
-    except ValueError:
-        raise BadRequest("Event data is not JSON") from None
-    if not isinstance(args, list) or not args or not isinstance(args[0], str):
-        raise BadRequest('An event must be ["name", data]')
-    return args[0], args[1] if len(args) > 1 else None
-
-
 async def _send_error(peer: EIO3Peer, ack_id: str | None, error: APIError) -> None:
     if ack_id is None:
-        await peer.socket.send_text("44" + _json(error.body()))
+        await peer.socket.send_text("44" + json_text(error.body()))
     else:
-        await peer.socket.send_text(f"43{ack_id}" + _json([error.body()]))
+        await peer.socket.send_text(f"43{ack_id}" + json_text([error.body()]))
 
 
 async def _refuse_http(send: Send) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(_HTTP_BODY))]
     await send({"type": "http.response.start", "status": 400, "headers": headers})
     await send({"type": "http.response.body", "body": _HTTP_BODY})
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    """Request headers by lower-case name; repeated ones joined as HTTP allows."""
-    headers: dict[str, str] = {}
-    for raw_name, raw_value in scope.get("headers", []):
-        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-        if name in headers:
-            value = headers[name] + ("; " if name == "cookie" else ", ") + value
-        headers[name] = value
-    return headers
-
-
-def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()

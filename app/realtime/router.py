@@ -1,5 +1,7 @@
-"""Sends ``/socket.io/`` to the right front: ``EIO=3`` to our Engine.IO v3 layer, everything
-else to python-socketio; all other traffic goes on to the REST app."""
+"""Sends ``/socket.io/`` to the right front: ``EIO=3`` to our Engine.IO v3 layer, an ``EIO=4``
+websocket opened directly to our Engine.IO v4 layer, everything else (long-polling, and the
+websocket a polling session upgrades to) to python-socketio; all other traffic goes on to the
+REST app."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.acl import Principal
 from app.auth import socket_principal
 from app.realtime.eio3 import EIO3Front
+from app.realtime.eio4 import EIO4Front
 from app.realtime.hub import Hub
 from app.realtime.sio import build_server
 
@@ -37,7 +40,8 @@ class SocketRouter:
             return await socket_principal(credentials, cors_origins, headers, query, auth)
 
         self.eio3 = EIO3Front(hub, authenticate)
-        self.sio = socketio.ASGIApp(
+        self.eio4 = EIO4Front(hub, authenticate, max_payload=max_message_bytes)
+        self.sio: ASGIApp = socketio.ASGIApp(
             build_server(hub, authenticate, cors_origins, max_message_bytes, polling),
             socketio_path="socket.io",
         )
@@ -46,7 +50,14 @@ class SocketRouter:
         path = scope.get("path", "")
         if scope["type"] in ("http", "websocket") and (path == PATH or path.startswith(PATH + "/")):
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            front = self.eio3 if query.get("EIO") == ["3"] else self.sio
-            await front(scope, receive, send)
+            await self._front(scope["type"], query)(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    def _front(self, kind: str, query: dict[str, list[str]]) -> ASGIApp:
+        version = query.get("EIO")
+        if version == ["3"]:
+            return self.eio3
+        if version == ["4"] and kind == "websocket" and "sid" not in query:
+            return self.eio4
+        return self.sio

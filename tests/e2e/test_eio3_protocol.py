@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -17,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
 from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -26,6 +24,7 @@ from app.acl import Principal
 from app.errors import NotFound, Unauthorized
 from app.realtime.eio3 import EIO3Front
 from app.realtime.peers import Peer
+from tests.e2e.asgi_server import serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -100,19 +99,9 @@ class Server:
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def server() -> AsyncIterator[Server]:
     live = Server()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    live.port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        live.app, interface="asgi3", lifespan="off", log_config=None, log_level="warning"
-    )
-    uv = uvicorn.Server(config)
-    task = asyncio.create_task(uv.serve(sockets=[sock]))
-    await eventually(lambda: uv.started)
-    yield live
-    uv.should_exit = True
-    await asyncio.wait_for(task, 5)
-    sock.close()
+    async with serving(live.app) as port:
+        live.port = port
+        yield live
 
 
 async def eventually(check: Callable[[], bool]) -> None:

@@ -36,6 +36,32 @@ async def test_token_subscriber_sees_create_update_delete(live, make_user, store
         assert "entity" not in event
 
 
+@pytest.mark.parametrize("transports", [["polling", "websocket"], ["websocket"]])
+async def test_every_transport_gets_the_same_events(live, make_user, store, transports):
+    """A session that starts with long-polling and upgrades is python-socketio's; a websocket
+    opened directly is our own EIO=4 front (app/realtime/eio4.py). Both deliver alike."""
+    user = await make_user()
+    client = socketio.AsyncClient(reconnection=False)
+    changes: asyncio.Queue = asyncio.Queue()
+    client.on("change", changes.put_nowait)
+    await client.connect(
+        live.url, auth={"token": token_of(user)}, transports=transports, wait_timeout=5
+    )
+    try:
+        ack = await client.call("subscribe", {"store": store}, timeout=5)
+        assert ack["success"] is True
+        made = (await user.post(f"/api/v1/{store}", json={"via": transports})).json()
+        event = await asyncio.wait_for(changes.get(), 5)
+        assert (event["op"], event["entity"], event["subscription"]) == (
+            "create",
+            made,
+            ack["subscription"],
+        )
+        assert client.transport() == transports[-1]
+    finally:
+        await client.disconnect()
+
+
 async def test_other_ways_to_authenticate(live, make_user, store):
     user = await make_user()
     token = token_of(user)

@@ -1,0 +1,114 @@
+"""What our own Socket.IO websocket fronts (``eio3.py``, ``eio4.py``) share: one serialised
+ASGI websocket, the Socket.IO packet syntax, and event arguments.
+
+Socket.IO v2 and v4 write a packet the same way: a type digit (``0`` connect, ``1`` disconnect,
+``2`` event, ``3`` ack, ``4`` error / connect error, ``5``/``6`` binary), an optional
+``/namespace,``, optional ack id digits, then JSON data. Each Engine.IO packet travels in one
+text frame, its first character the Engine.IO type (``4`` message carries a Socket.IO packet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.types import Scope, Send
+
+from app import jsonio
+from app.errors import BadRequest, Invalid
+
+DEFAULT_NAMESPACE = "/"
+_DIGITS = "0123456789"
+_MAX_ACK_ID_DIGITS = 16
+
+
+class WireSocket:
+    """Serialises sends to one ASGI websocket; a send after the client has gone is dropped."""
+
+    __slots__ = ("_lock", "_send", "closed")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._lock = asyncio.Lock()
+        self.closed = False
+
+    def gone(self) -> None:
+        self.closed = True
+
+    async def send(self, message: dict[str, Any]) -> None:
+        async with self._lock:
+            await self._deliver(message)
+
+    async def send_text(self, text: str) -> None:
+        await self.send({"type": "websocket.send", "text": text})
+
+    async def close(self, code: int, reason: str, *, farewell: str | None = None) -> None:
+        async with self._lock:
+            if farewell is not None:
+                await self._deliver({"type": "websocket.send", "text": farewell})
+            await self._deliver({"type": "websocket.close", "code": code, "reason": reason})
+            self.closed = True
+
+    async def _deliver(self, message: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        try:
+            await self._send(message)
+        except OSError:  # ASGI: a send on a closed connection raises an OSError subclass
+            self.closed = True
+
+
+@dataclass(frozen=True)
+class Packet:
+    kind: str
+    namespace: str
+    ack_id: str | None
+    data: str
+
+
+def parse_packet(text: str) -> Packet:
+    """Split a Socket.IO packet; raises BadRequest for what the protocol cannot contain."""
+    kind, rest = text[:1], text[1:]
+    if kind in ("5", "6"):
+        raise BadRequest("Binary packets are not supported")
+    if kind not in ("0", "1", "2", "3", "4"):
+        raise BadRequest("Unknown Socket.IO packet type")
+    namespace = DEFAULT_NAMESPACE
+    if rest.startswith("/"):
+        path, _, rest = rest.partition(",")
+        namespace = path.partition("?")[0]
+    digits = len(rest) - len(rest.lstrip(_DIGITS))
+    if digits > _MAX_ACK_ID_DIGITS:
+        raise BadRequest("Ack id too long")
+    ack_id = rest[:digits] or None
+    return Packet(kind, namespace, ack_id, rest[digits:])
+
+
+def event_args(data: str) -> tuple[str, Any]:
+    """The event name and its first argument from ``["name", arg, ...]``."""
+    try:
+        args = jsonio.loads(data)
+    except jsonio.OutOfRange as exc:
+        raise Invalid(exc.in_event_argument(), "integers must fit in 64 bits") from None
+    except ValueError:
+        raise BadRequest("Event data is not JSON") from None
+    if not isinstance(args, list) or not args or not isinstance(args[0], str):
+        raise BadRequest('An event must be ["name", data]')
+    return args[0], args[1] if len(args) > 1 else None
+
+
+def request_headers(scope: Scope) -> dict[str, str]:
+    """Request headers by lower-case name; repeated ones joined as HTTP allows."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", []):
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        if name in headers:
+            value = headers[name] + ("; " if name == "cookie" else ", ") + value
+        headers[name] = value
+    return headers
+
+
+def json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
