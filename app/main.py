@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
+from app import collector
 from app.admission import Admission
 from app.api import routes
 from app.errors import APIError
@@ -48,9 +49,11 @@ def create_app(settings: Settings) -> Starlette:
             await services.definitions.start()
             services.history.start()
             await hub.start(services)
+            freezer = collector.start(settings.gc_freeze_s)
             try:
                 yield
             finally:
+                await collector.stop(freezer)
                 await hub.stop()
                 await services.history.stop()
                 await services.definitions.stop()

@@ -36,6 +36,7 @@ DEFAULTS: dict[str, str] = {
     "CHANGES_RETENTION_DAYS": "7",
     "RATE_LIMIT": "0",
     "HISTORY_RETENTION_DAYS": "90",
+    "GC_FREEZE_SECONDS": "5",
 }
 
 
@@ -60,6 +61,19 @@ def _whole(env: Mapping[str, str], name: str) -> int:
     if not raw.isdigit():
         raise SettingsError(f"{name} must be a whole number (0 for off), got {raw!r}")
     return int(raw)
+
+
+def _seconds_or_off(env: Mapping[str, str], name: str) -> float:
+    """A number of seconds, 0 allowed (it turns the feature off)."""
+    raw = env.get(name) or DEFAULTS[name]
+    try:
+        value = float(raw)
+    except ValueError:
+        message = f"{name} must be a number of seconds (0 for off), got {raw!r}"
+        raise SettingsError(message) from None
+    if not 0 <= value < float("inf"):
+        raise SettingsError(f"{name} must be 0 or more seconds, got {raw}")
+    return value
 
 
 def _positive_float(env: Mapping[str, str], name: str) -> float:
@@ -100,6 +114,7 @@ class Settings:
     changes_retention_days: float
     rate_limit: int
     history_retention_days: float
+    gc_freeze_s: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -136,6 +151,7 @@ class Settings:
             changes_retention_days=_positive_float(env, "CHANGES_RETENTION_DAYS"),
             rate_limit=_whole(env, "RATE_LIMIT"),
             history_retention_days=_positive_float(env, "HISTORY_RETENTION_DAYS"),
+            gc_freeze_s=_seconds_or_off(env, "GC_FREEZE_SECONDS"),
         )
 
     def limits(self) -> Limits:

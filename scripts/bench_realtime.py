@@ -103,6 +103,7 @@ async def connect_subscribers(
     for i, share in enumerate(shares):
         argv = ["subscribe", "--url", url, "--store", STORE, "--count", str(share)]
         argv += ["--batch", str(args.batch), "--connect-timeout", str(args.connect_timeout)]
+        argv += ["--client", args.client]
         workers.append(await Worker.spawn(argv, workdir / f"subs-{i}.json", args.timeout, token))
     patience = math.ceil(max(shares) / args.batch) * args.connect_timeout + 30
     readies = [r["ready"] for r in await asyncio.gather(*(w.receive(patience) for w in workers))]
@@ -125,7 +126,7 @@ async def measure(
     database: EmbeddedDatabase,
     workdir: Path,
 ) -> Measured:
-    m = Measured(args.subscribers, args.rate, load=os.getloadavg()[0])
+    m = Measured(args.subscribers, args.rate, load=os.getloadavg()[0], client=args.client)
     limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
         await wait_healthy(http, server)
@@ -179,6 +180,13 @@ def parse_args() -> argparse.Namespace:
     add("--rate", type=float, default=20.0, help="writes per second (default 20)")
     add("--client-procs", type=int, default=2, help="subscriber processes (default 2)")
     add("--batch", type=int, default=50, help="connects in flight per process (default 50)")
+    add(
+        "--client",
+        choices=["lean", "python-socketio"],
+        default="lean",
+        help="subscriber implementation: the lean Socket.IO v4 client in bench_sio_lean.py "
+        "(default; a few µs per event) or python-socketio's AsyncClient (~60 µs per event)",
+    )
     add("--connect-timeout", type=float, default=20.0, help="per connect+subscribe (default 20s)")
     add("--settle", type=float, default=3.0, help="idle time before reading RSS (default 3s)")
     add("--drain", type=float, default=60.0, help="wait for late deliveries (default 60s)")

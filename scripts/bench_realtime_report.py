@@ -29,6 +29,7 @@ class Measured:
     writes: list[Write] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)  # one per subscriber process
     cpu: dict[str, float] = field(default_factory=dict)  # share of one core
+    client: str = "lean"  # the subscribers' Socket.IO client
 
 
 def percentiles(values: list[float]) -> tuple[int, float, float, float]:
@@ -86,7 +87,8 @@ def render(m: Measured) -> str:
         ("platform: POST round trip", [w.answered - w.sent for w in ok.values()]),
     ]
     lines = [
-        f"Realtime fan-out: {m.connected} subscribers in {len(m.results)} client processes, "
+        f"Realtime fan-out: {m.connected} subscribers ({m.client} client) in "
+        f"{len(m.results)} client processes, "
         f"{len(m.writes)} writes at {m.rate:g}/s to one store",
         "",
         f"{'latency (ms)':<46}{'n':>9}{'p50':>9}{'p99':>9}{'max':>9}",

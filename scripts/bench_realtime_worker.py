@@ -23,18 +23,21 @@ from typing import Any
 
 import orjson
 import socketio
+import uvloop
+from bench_sio_lean import LeanSocket, subscribe
 from pymongo import AsyncMongoClient
 
 CLOSE_TIMEOUT = 10.0
 
 
 class Subscribers:
-    """``count`` python-socketio clients (EIO=4, websocket only), each subscribed to ``store``."""
+    """``count`` Socket.IO clients (EIO=4, websocket only), each subscribed to ``store``:
+    python-socketio's (``--client python-socketio``) or the lean one (``bench_sio_lean.py``)."""
 
     def __init__(self, opts: argparse.Namespace, token: str):
         self.opts = opts
         self.token = token
-        self.clients: dict[int, socketio.AsyncClient] = {}
+        self.clients: dict[int, socketio.AsyncClient | LeanSocket] = {}
         self.counts = [0] * opts.count
         self.receipts: list[tuple[int, int, float]] = []  # (client, seq, received at)
         self.errors: Counter[str] = Counter()
@@ -51,6 +54,19 @@ class Subscribers:
         return {"connected": len(self.clients), "errors": dict(self.errors)}
 
     async def _open_one(self, index: int) -> None:
+        if self.opts.client == "lean":
+            try:
+                async with asyncio.timeout(self.opts.connect_timeout):
+                    self.clients[index] = await subscribe(
+                        self.opts.url,
+                        self.token,
+                        self.opts.store,
+                        self._recorder(index),
+                        self._on_disconnect,
+                    )
+            except Exception as exc:
+                self.errors[f"{type(exc).__name__}: {exc}"[:200]] += 1
+            return
         client = socketio.AsyncClient(reconnection=False, handle_sigint=False)
         client.on("change", self._recorder(index))
         client.on("disconnect", self._on_disconnect)
@@ -108,10 +124,18 @@ class Subscribers:
 
     async def close(self) -> None:
         # Counted disconnects are the server's doing; ours come after the result is taken.
+        lean = [c for c in self.clients.values() if isinstance(c, LeanSocket)]
+        for socket in lean:
+            socket.closed = True  # our own close is not counted as a disconnect
+            socket.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
                 asyncio.gather(
-                    *(client.disconnect() for client in self.clients.values()),
+                    *(
+                        client.disconnect()
+                        for client in self.clients.values()
+                        if isinstance(client, socketio.AsyncClient)
+                    ),
                     return_exceptions=True,
                 ),
                 CLOSE_TIMEOUT,
@@ -209,6 +233,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--store", help="subscribe: the store to follow")
     parser.add_argument("--count", type=int, default=1, help="subscribe: number of clients")
     parser.add_argument("--batch", type=int, default=50, help="subscribe: connects at a time")
+    parser.add_argument("--client", choices=["lean", "python-socketio"], default="lean")
     parser.add_argument("--database", help="watch: database name")
     parser.add_argument("--collection", help="watch: collection name")
     parser.add_argument("--max-await-ms", type=int, default=500, help="watch: getMore wait")
@@ -222,6 +247,6 @@ async def _main(opts: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     try:
-        asyncio.run(_main(parse_args()))
+        uvloop.run(_main(parse_args()))
     except TimeoutError:
         sys.exit("bench worker: deadline reached")

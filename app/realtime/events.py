@@ -39,11 +39,9 @@ def operation(
 
 def encode(rendered: Rendered, subscription: str, op: str, only: Only | None) -> str:
     """``{"subscription", "op", "store", "id", "rev", "ts", "resume", "entity"?}`` as JSON text; the
-    entity (projected by ``only``) only for create, update and enter."""
-    head = f'{{"subscription":"{subscription}","op":"{op}",{rendered.common}'
-    if op in ("create", "update", "enter"):
-        return f'{head},"entity":{rendered.entity_json(only)}}}'
-    return head + "}"
+    entity (projected by ``only``) only for create, update and enter. All but the subscription
+    id is encoded once per change, ``op`` and ``only``."""
+    return '{"subscription":"' + subscription + '",' + rendered.tail(op, only)
 
 
 class Rendered:
@@ -59,6 +57,21 @@ class Rendered:
         )
         self._plain: dict[str, Any] | None = None
         self._encoded: dict[Only | None, str] = {}
+        self._tails: dict[tuple[str, Only | None], str] = {}
+        # The op per reader (their reader keys, admin or not), for subscriptions without a
+        # filter: most subscribers of a change share one.
+        self.ops: dict[tuple[frozenset[str], bool], str | None] = {}
+
+    def tail(self, op: str, only: Only | None) -> str:
+        """The event's JSON after its subscription id."""
+        key = (op, only)
+        tail = self._tails.get(key)
+        if tail is None:
+            tail = f'"op":"{op}",{self.common}'
+            if op in ("create", "update", "enter"):
+                tail += f',"entity":{self.entity_json(only)}'
+            tail = self._tails[key] = tail + "}"
+        return tail
 
     def entity(self, only: Only | None) -> dict[str, Any]:
         """The entity as the subscriber sees it (BSON values not yet rendered)."""

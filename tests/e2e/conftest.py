@@ -26,6 +26,9 @@ def make_settings(mongodb_url: str, data_dir: Path, **overrides: str) -> Setting
         "DATA_DIR": str(data_dir),
         "APP_SECRET": "test-secret-0123456789-0123456789",
         "APP_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        # Servers in the test process itself leave its collector alone (tests of their own
+        # start ``python -m app`` with the default).
+        "GC_FREEZE_SECONDS": "0",
         **overrides,
     }
     return Settings.from_env(env)

@@ -106,3 +106,12 @@ def test_load_limits_default_and_from_the_environment() -> None:
     for name in env:
         with pytest.raises(SettingsError):
             Settings.from_env({name: "0"})
+
+
+def test_gc_freeze_seconds_default_off_and_refusals() -> None:
+    assert Settings.from_env({}).gc_freeze_s == 5
+    assert Settings.from_env({"GC_FREEZE_SECONDS": "0"}).gc_freeze_s == 0
+    assert Settings.from_env({"GC_FREEZE_SECONDS": "0.5"}).gc_freeze_s == 0.5
+    for bad in ("-1", "soon", "inf", "nan"):
+        with pytest.raises(SettingsError, match="GC_FREEZE_SECONDS"):
+            Settings.from_env({"GC_FREEZE_SECONDS": bad})
