@@ -219,6 +219,8 @@ async def serve(opts: argparse.Namespace) -> None:
             await asyncio.wait_for(clients.expect(order["expect"]).wait(), order["drain"])
         await asyncio.to_thread(Path(opts.out).write_bytes, orjson.dumps(clients.result()))
         _tell({"done": True})
+        # Stay until the parent closes our stdin, so its CPU reading still finds us.
+        await parent.read()
     finally:
         await clients.close()
 
