@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 FULL_PASS_S = 900.0
 YOUNG_THRESHOLD = 10_000
+_previous_threshold = gc.get_threshold()  # what ``start`` found, for ``stop``
 
 
 async def keep_frozen(every_s: float, full_pass_s: float = FULL_PASS_S) -> None:
@@ -52,16 +53,17 @@ def start(every_s: float) -> asyncio.Task[None] | None:
     """The freezing task, or None when ``every_s`` is 0 (the collector left as it is)."""
     if every_s <= 0:
         return None
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(YOUNG_THRESHOLD, middle, old)
+    global _previous_threshold
+    _previous_threshold = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, *_previous_threshold[1:])
     return asyncio.create_task(keep_frozen(every_s), name="gc-freeze")
 
 
 async def stop(task: asyncio.Task[None] | None) -> None:
+    """Cancel ``start``'s task and leave the collector as it found it."""
     if task is None:
         return
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     gc.unfreeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(700, middle, old)  # CPython's default
+    gc.set_threshold(*_previous_threshold)

@@ -63,27 +63,16 @@ def _whole(env: Mapping[str, str], name: str) -> int:
     return int(raw)
 
 
-def _seconds_or_off(env: Mapping[str, str], name: str) -> float:
-    """A number of seconds, 0 allowed (it turns the feature off)."""
+def _number(env: Mapping[str, str], name: str, *, zero_is_off: bool = False) -> float:
+    """A positive finite number; with ``zero_is_off``, 0 too (it turns the feature off)."""
     raw = env.get(name) or DEFAULTS[name]
+    wanted = "0 or more" if zero_is_off else "positive"
     try:
         value = float(raw)
     except ValueError:
-        message = f"{name} must be a number of seconds (0 for off), got {raw!r}"
-        raise SettingsError(message) from None
-    if not 0 <= value < float("inf"):
-        raise SettingsError(f"{name} must be 0 or more seconds, got {raw}")
-    return value
-
-
-def _positive_float(env: Mapping[str, str], name: str) -> float:
-    raw = env.get(name) or DEFAULTS[name]
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise SettingsError(f"{name} must be positive, got {raw}")
+        raise SettingsError(f"{name} must be a number ({wanted}), got {raw!r}") from None
+    if not (value > 0 or (zero_is_off and value == 0)) or value == float("inf"):
+        raise SettingsError(f"{name} must be {wanted}, got {raw}")
     return value
 
 
@@ -148,10 +137,10 @@ class Settings:
             definitions_poll_ms=_positive_int(env, "DEFINITIONS_POLL_MS"),
             query_timeout_ms=_positive_int(env, "QUERY_TIMEOUT_MS"),
             max_bulk_bytes=_positive_int(env, "MAX_BULK_BYTES"),
-            changes_retention_days=_positive_float(env, "CHANGES_RETENTION_DAYS"),
+            changes_retention_days=_number(env, "CHANGES_RETENTION_DAYS"),
             rate_limit=_whole(env, "RATE_LIMIT"),
-            history_retention_days=_positive_float(env, "HISTORY_RETENTION_DAYS"),
-            gc_freeze_s=_seconds_or_off(env, "GC_FREEZE_SECONDS"),
+            history_retention_days=_number(env, "HISTORY_RETENTION_DAYS"),
+            gc_freeze_s=_number(env, "GC_FREEZE_SECONDS", zero_is_off=True),
         )
 
     def limits(self) -> Limits:

@@ -33,18 +33,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from app.acl import Principal
 from app.errors import APIError, BadRequest, Internal
 from app.realtime.peers import Dispatcher, SocketAuthenticator
 from app.realtime.wire import (
     DEFAULT_NAMESPACE,
     Packet,
+    WirePeer,
     WireSocket,
     event_args,
     json_text,
@@ -90,7 +89,7 @@ class EIO3Front:
             await socket.send_text("44" + json_text(error.body()))
             await socket.close(1008 if error.status < 500 else 1011, error.code.value)
             return
-        peer = EIO3Peer(principal, socket)
+        peer = WirePeer(principal, socket)
         await self._open(socket)
         await socket.send_text("40")
         self._dispatcher.attach(peer)
@@ -110,7 +109,7 @@ class EIO3Front:
         }
         await socket.send_text("0" + json_text(handshake))
 
-    async def _serve(self, peer: EIO3Peer, receive: Receive) -> None:
+    async def _serve(self, peer: WirePeer, receive: Receive) -> None:
         """Read frames until the client leaves, asks to close, or falls silent."""
         silence = (self._ping_interval_ms + self._ping_timeout_ms) / 1000
         while not peer.socket.closed:
@@ -130,7 +129,7 @@ class EIO3Front:
             elif not await self._on_frame(peer, text):
                 return
 
-    async def _on_frame(self, peer: EIO3Peer, text: str) -> bool:
+    async def _on_frame(self, peer: WirePeer, text: str) -> bool:
         """Handle one Engine.IO packet; False once the connection is to end."""
         kind, body = text[:1], text[1:]
         if kind == "2":
@@ -144,7 +143,7 @@ class EIO3Front:
             await _send_error(peer, None, BadRequest("Unknown Engine.IO packet"))
         return True
 
-    async def _on_message(self, peer: EIO3Peer, body: str) -> bool:
+    async def _on_message(self, peer: WirePeer, body: str) -> bool:
         try:
             packet = parse_packet(body)
         except BadRequest as error:
@@ -163,7 +162,7 @@ class EIO3Front:
             await self._on_event(peer, packet)
         return True
 
-    async def _on_event(self, peer: EIO3Peer, packet: Packet) -> None:
+    async def _on_event(self, peer: WirePeer, packet: Packet) -> None:
         try:
             event, data = event_args(packet.data)
         except APIError as error:
@@ -183,24 +182,7 @@ class EIO3Front:
             await peer.socket.send_text(f"43{packet.ack_id}{reply}")
 
 
-class EIO3Peer:
-    """A connected v2 client, as the dispatcher sees it."""
-
-    def __init__(self, principal: Principal, socket: WireSocket) -> None:
-        self.principal = principal
-        self.socket = socket
-
-    async def emit(self, event: str, data: dict[str, Any]) -> None:
-        await self.socket.send_text("42" + json_text([event, data]))
-
-    async def emit_encoded(self, event: str, data: str) -> None:
-        await self.socket.send_text(f"42[{json_text(event)},{data}]")
-
-    async def close(self) -> None:
-        await self.socket.close(1000, "", farewell="41")
-
-
-async def _send_error(peer: EIO3Peer, ack_id: str | None, error: APIError) -> None:
+async def _send_error(peer: WirePeer, ack_id: str | None, error: APIError) -> None:
     if ack_id is None:
         await peer.socket.send_text("44" + json_text(error.body()))
     else:

@@ -36,12 +36,12 @@ from urllib.parse import parse_qsl
 from starlette.types import Receive, Scope, Send
 
 from app import jsonio
-from app.acl import Principal
 from app.errors import APIError, BadRequest, Internal
 from app.realtime.peers import Dispatcher, SocketAuthenticator
 from app.realtime.wire import (
     DEFAULT_NAMESPACE,
     Packet,
+    WirePeer,
     WireSocket,
     event_args,
     json_text,
@@ -52,27 +52,6 @@ from app.realtime.wire import (
 logger = logging.getLogger(__name__)
 
 _PING = "2"
-_CHANGE = '42["change",'  # the frame of every change event, up to its data
-
-
-class EIO4Peer:
-    """A connected Socket.IO v4 client, as the dispatcher sees it."""
-
-    __slots__ = ("principal", "socket")
-
-    def __init__(self, principal: Principal, socket: WireSocket) -> None:
-        self.principal = principal
-        self.socket = socket
-
-    async def emit(self, event: str, data: dict[str, Any]) -> None:
-        await self.socket.send_text("42" + json_text([event, data]))
-
-    async def emit_encoded(self, event: str, data: str) -> None:
-        head = _CHANGE if event == "change" else f"42[{json_text(event)},"
-        await self.socket.send_text(head + data + "]")
-
-    async def close(self) -> None:
-        await self.socket.close(1000, "", farewell="41")
 
 
 class _Connection:
@@ -82,7 +61,7 @@ class _Connection:
 
     def __init__(self, socket: WireSocket, next_ping: float) -> None:
         self.socket = socket
-        self.peer: EIO4Peer | None = None
+        self.peer: WirePeer | None = None
         self.next_ping = next_ping
         self.pong_due: float | None = None
 
@@ -215,13 +194,13 @@ class EIO4Front:
             await socket.send_text("44" + json_text(refusal))
             await socket.close(1008 if error.status < 500 else 1011, error.code.value)
             return False
-        peer = EIO4Peer(principal, socket)
+        peer = WirePeer(principal, socket)
         connection.peer = peer
         await socket.send_text("40" + json_text({"sid": secrets.token_urlsafe(15)}))
         self._dispatcher.attach(peer)
         return True
 
-    async def _on_event(self, peer: EIO4Peer, packet: Packet) -> None:
+    async def _on_event(self, peer: WirePeer, packet: Packet) -> None:
         try:
             event, data = event_args(packet.data)
             ack = await self._dispatcher.handle(peer, event, data)

@@ -17,9 +17,11 @@ import orjson
 from starlette.types import Scope, Send
 
 from app import jsonio
+from app.acl import Principal
 from app.errors import BadRequest, Invalid
 
 DEFAULT_NAMESPACE = "/"
+_CHANGE = '42["change",'  # the frame of every change event, up to its data
 _DIGITS = "0123456789"
 _MAX_ACK_ID_DIGITS = 16
 
@@ -58,6 +60,27 @@ class WireSocket:
             await self._send(message)
         except OSError:  # ASGI: a send on a closed connection raises an OSError subclass
             self.closed = True
+
+
+class WirePeer:
+    """A connected client of either of our fronts, as the dispatcher sees it: v2 and v4 frame
+    an event (``42[name, data]``) and a server-side disconnect (``41``) alike."""
+
+    __slots__ = ("principal", "socket")
+
+    def __init__(self, principal: Principal, socket: WireSocket) -> None:
+        self.principal = principal
+        self.socket = socket
+
+    async def emit(self, event: str, data: dict[str, Any]) -> None:
+        await self.socket.send_text("42" + json_text([event, data]))
+
+    async def emit_encoded(self, event: str, data: str) -> None:
+        head = _CHANGE if event == "change" else f"42[{json_text(event)},"
+        await self.socket.send_text(head + data + "]")
+
+    async def close(self) -> None:
+        await self.socket.close(1000, "", farewell="41")
 
 
 @dataclass(frozen=True)
