@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 from collections import defaultdict, deque
@@ -36,6 +37,7 @@ from app.filters import Where
 from app.query import Only, only_fields
 from app.realtime.changes import STORE_EVENTS, Change, ChangeSource, Position
 from app.realtime.events import Rendered, encode, operation
+from app.realtime.outbox import Outbox
 from app.realtime.peers import Peer
 from app.storage import change_stream
 
@@ -70,7 +72,7 @@ class Subscription:
 
     def deliver(self, payload: str) -> None:
         if self.acked:
-            self.client.push(payload)
+            self.client.outbox.put(payload)
         elif len(self.pending) < QUEUE_LIMIT:
             self.pending.append(payload)
         else:
@@ -86,21 +88,24 @@ class Subscription:
         """The ack has been queued: what waited for it follows, in order."""
         self.acked = True
         for payload in self.pending:
-            self.client.push(payload)
+            self.client.outbox.put(payload)
         self.pending.clear()
 
 
 class Client:
-    """A connected peer: who they are, their subscriptions, and their outgoing queue (so a
-    slow socket never slows the change source)."""
+    """A connected peer: who they are, their subscriptions, and their outgoing events (so a
+    slow socket never slows the change source or the other sockets)."""
 
     def __init__(self, peer: Peer):
         self.peer = peer
         self.subscriptions: dict[str, Subscription] = {}
-        self.queue: asyncio.Queue[str] = asyncio.Queue()
         self._closer: asyncio.Task[None] | None = None
         self.set_principal(peer.principal)
-        self.sender = asyncio.create_task(self._send_loop(), name="socket-sender")
+        # Past QUEUE_LIMIT waiting events the socket is closed: the client resumes from its
+        # last token.
+        self.outbox = Outbox(
+            functools.partial(peer.emit_encoded, "change"), QUEUE_LIMIT, self.close
+        )
 
     def set_principal(self, principal: Principal) -> None:
         self.principal = principal
@@ -115,17 +120,6 @@ class Client:
         """Disconnect the socket, once, without waiting for it."""
         if self._closer is None:
             self._closer = asyncio.get_running_loop().create_task(self.peer.close())
-
-    def push(self, payload: str) -> None:
-        if self.queue.qsize() >= QUEUE_LIMIT:
-            self.close()  # too far behind; the client resumes from its last token
-            return
-        self.queue.put_nowait(payload)
-
-    async def _send_loop(self) -> None:
-        while True:
-            payload = await self.queue.get()
-            await self.peer.emit_encoded("change", payload)
 
 
 def subscriber_event(sub: Subscription, rendered: Rendered) -> str | None:
@@ -198,8 +192,7 @@ class Hub:
             return
         for sub in list(client.subscriptions.values()):
             self._remove(sub)
-        client.sender.cancel()
-        await asyncio.gather(client.sender, return_exceptions=True)
+        await client.outbox.close()
 
     async def handle(self, peer: Peer, event: str, data: Any) -> dict[str, Any]:
         client = self.clients.get(id(peer))

@@ -52,7 +52,7 @@ async def _event(principal: Principal, change: Change, only=None) -> dict[str, A
         sub = Subscription("s1", client, "orders", None, only)
         return event_for(sub, Rendered(change))
     finally:
-        client.sender.cancel()
+        await client.outbox.close()
 
 
 @pytest.mark.parametrize(
