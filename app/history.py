@@ -1,15 +1,22 @@
 """Entity history: one entry per change, newest first, kept ``HISTORY_RETENTION_DAYS``.
 
-Entries come from the change stream every server process already follows (so changes made by
-any instance, or directly in the database, are all there), and each is written under an id
-derived from the change's own stream position: however many processes record it, it is
-stored once. Who made a change is carried by the hidden ``_by`` field the API sets on every
-write it makes; a change that did not set it (one made directly in the database) has
-``by: null``. A delete cannot carry it, so the deleting request records its author itself.
+Entries come from a change stream over every store (so changes made by any instance, or
+directly in the database, are all there), read by one recorder per deployment: the process
+holding the ``history`` lease in ``_leases``. It renews the lease every ``RENEW_S`` and
+stores with it the stream token up to which entries are written; a process that finds the
+lease expired (its holder stopped or died) takes over from that token, so changes made while
+no recorder ran are recorded too, as long as the database still holds them. Every process
+tries for the lease, so there is always a recorder while any process runs. Each entry's id
+derives from the change's own stream position: a change read twice (by a successor resuming
+from the token) is stored once.
+
+Who made a change is carried by the hidden ``_by`` field the API sets on every write it
+makes; a change that did not set it (one made directly in the database) has ``by: null``.
+A delete cannot carry it, so the deleting request records its author itself.
 
 Recording runs in the background with a bounded queue, written in batches (one round trip for
 what queued up meanwhile): under a flood of changes larger than the queue, entries are
-dropped (and logged) rather than stalling realtime delivery.
+dropped (and logged) rather than stalling the recorder.
 """
 
 from __future__ import annotations
@@ -17,17 +24,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime
+import secrets
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
-from pymongo import DESCENDING
+from pymongo import DESCENDING, ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from app.acl import AUTHOR, HIDDEN
 from app.clock import now
-from app.realtime.changes import Change
-from app.storage import HISTORY, Document, Storage, translated_async
+from app.realtime.changes import Change, ChangeSource
+from app.storage import HISTORY, LEASES, Document, Storage, translated_async
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,10 @@ QUEUE_LIMIT = 10_000
 BATCH = 500
 LINGER_S = 0.05
 MAX_ENTRIES = 1000
+LEASE = "history"
+LEASE_S = 15.0  # a recorder that has not renewed for this long is taken over
+RENEW_S = 5.0
+READY_S = 10.0  # how long start() waits for this process's first claim and stream
 _QUIET = frozenset({"updatedAt"})
 
 
@@ -87,7 +99,12 @@ class History:
         self.storage = storage
         self.queue: asyncio.Queue[Change] = asyncio.Queue(QUEUE_LIMIT)
         self._writer: asyncio.Task[None] | None = None
+        self._leader: asyncio.Task[None] | None = None
         self.dropped = 0
+        self.me = secrets.token_hex(8)  # this process, as a lease holder
+        self.recording = asyncio.Event()  # set while this process holds the lease
+        self._claimed = asyncio.Event()  # the first claim has been tried
+        self._written: Document | None = None  # the token up to which entries are written
 
     @property
     def entries_collection(self) -> Any:
@@ -102,14 +119,88 @@ class History:
                 "history is %d changes behind; dropped one of %s", QUEUE_LIMIT, change.store
             )
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Start writing, and trying for the recorder's lease; returns once the first try is
+        over (and, when it won, the stream is open), or after READY_S."""
         self._writer = asyncio.create_task(self._write(), name="history-writer")
+        self._leader = asyncio.create_task(self._lead(), name="history-lease")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._claimed.wait(), READY_S)
 
     async def stop(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+        for task in (self._leader, self._writer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    # --- the recorder's lease --------------------------------------------------------------
+
+    async def _lead(self) -> None:
+        while True:
+            try:
+                held, token = await self._claim()
+            except PyMongoError as exc:
+                log.warning("history: could not claim the recorder lease: %r", exc)
+                held, token = False, None
+            if not held:
+                self._claimed.set()
+                await asyncio.sleep(RENEW_S)
+                continue
+            await self._follow(token)
+
+    async def _follow(self, token: Document | None) -> None:
+        """Record from ``token`` while the lease stays ours; hand it back when stopped."""
+        source = ChangeSource(self.storage, self.record, resume_after=token)
+        source.start()
+        self._written = token
+        self.recording.set()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(source.ready.wait(), READY_S)
+            self._claimed.set()
+            while True:
+                await asyncio.sleep(RENEW_S)
+                try:
+                    if not await self._renew(LEASE_S):
+                        log.warning("history: the recorder lease went to another process")
+                        return
+                except PyMongoError as exc:
+                    log.warning("history: could not renew the recorder lease: %r", exc)
+        finally:
+            self.recording.clear()
+            await source.stop()
+            with contextlib.suppress(PyMongoError, asyncio.CancelledError):
+                await asyncio.shield(self._renew(0))  # let a successor take over at once
+
+    async def _claim(self) -> tuple[bool, Document | None]:
+        """Take the lease if it is free, expired or already ours: (held, stored token)."""
+        now = datetime.now(UTC)
+        leases = self.storage.system(LEASES)
+        try:
+            lease = await leases.find_one_and_update(
+                {"_id": LEASE, "$or": [{"holder": self.me}, {"until": {"$lt": now}}]},
+                {"$set": {"holder": self.me, "until": now + timedelta(seconds=LEASE_S)}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:  # held by another process, and not expired
+            return False, None
+        token = lease.get("token") if lease is not None else None
+        return True, token if isinstance(token, dict) else None
+
+    async def _renew(self, seconds: float) -> bool:
+        """Extend the lease by ``seconds`` (0 hands it back) with the written token; False
+        when it is no longer ours."""
+        fields: Document = {"until": datetime.now(UTC) + timedelta(seconds=seconds)}
+        if self._written is not None:
+            fields["token"] = self._written
+        result = await self.storage.system(LEASES).update_one(
+            {"_id": LEASE, "holder": self.me}, {"$set": fields}
+        )
+        return bool(result.matched_count)
+
+    # --- writing ---------------------------------------------------------------------------
 
     async def _write(self) -> None:
         """Write what has queued up in batches: one database round trip for up to BATCH
@@ -125,10 +216,11 @@ class History:
                     entries.append({"_id": _key(change), **entry_of(change)})
                 except Exception as exc:  # one odd document loses its entry, not the others
                     log.warning("no history entry for %s %s: %r", change.store, change.id, exc)
-            if entries:
-                await self._write_batch(entries)
+            if entries and await self._write_batch(entries):
+                # Written up to here: a successor may resume after it.
+                self._written = {"_data": changes[-1].position.data}
 
-    async def _write_batch(self, entries: list[Document]) -> None:
+    async def _write_batch(self, entries: list[Document]) -> bool:
         """Insert the entries; one another process (or the deleting request) stored first is
         a duplicate key, which leaves it stored once, as wanted. A plain insert costs the
         database far less than an upsert."""
@@ -138,8 +230,11 @@ class History:
             others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != 11000]
             if others:
                 log.warning("history: %d entries not written: %s", len(others), others[0])
+                return False
         except PyMongoError as exc:
             log.warning("history: %d entries not written: %r", len(entries), exc)
+            return False
+        return True
 
     async def _store(self, key: str, entry: Document, by: str | None = None) -> None:
         update: Document = {"$setOnInsert": entry}

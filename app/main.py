@@ -47,7 +47,7 @@ def create_app(settings: Settings) -> Starlette:
                 )
             app.state.services = services
             await services.definitions.start()
-            services.history.start()
+            await services.history.start()
             await hub.start(services)
             freezer = collector.start(settings.gc_freeze_s)
             try:

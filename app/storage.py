@@ -57,6 +57,7 @@ DEFINITIONS = "_stores"
 IDEMPOTENCY = "_idempotency"
 HISTORY = "_history"
 AUDIT = "_audit"
+LEASES = "_leases"
 # Index names the store definitions own; other indexes of a store are never touched by them.
 UNIQUE_PREFIX = "unique:"
 INDEX_PREFIX = "index:"

@@ -1,9 +1,15 @@
-"""The change source: one MongoDB change stream per server process for the whole database,
-turned into ``Change`` records and handed to a sink (the hub) in order.
+"""The change source: a MongoDB change stream over the database's stores, turned into
+``Change`` records and handed to a sink in order.
 
 A write made through any server instance, or directly in the database, reaches every
 instance this way. If the stream fails (the database restarts, a network blip) it is
 reopened from the last resume token, so nothing is lost in between.
+
+A source may follow only some stores (``stores``: the hub's, the stores its sockets watch),
+so that the database, not the process, drops the changes nobody here listens to. When that
+set grows, ``refresh`` reopens the stream with the new filter from the token it had reached
+at that moment; whatever the old stream was reading meanwhile is dropped unread, and the new
+one reads it again, so there is no gap and no duplicate.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,26 +180,72 @@ def _remove_path(document: Any, segments: list[str], copied: set[int]) -> None:
 
 
 class ChangeSource:
-    """Follows the database's change stream and calls ``sink`` with each store change."""
+    """Follows the database's change stream and calls ``sink`` with each store change: of
+    every store, or of those ``stores()`` names."""
 
-    def __init__(self, storage: Storage, sink: Callable[[Change], None]):
+    def __init__(
+        self,
+        storage: Storage,
+        sink: Callable[[Change], None],
+        stores: Callable[[], Collection[str]] | None = None,
+        resume_after: Document | None = None,
+    ):
         self.storage = storage
         self.sink = sink
-        self.resume_after: Document | None = None
+        self.resume_after = resume_after
         # The position of the last change handed to the sink (None before the first).
         self.last: Position | None = None
         self.ready = asyncio.Event()
+        self._stores = stores
+        self.watching: frozenset[str] | None = None  # what the open stream follows; None: all
+        # The stores each of whose changes after ``last`` is sure to be handed over: those of
+        # the stream that handed over ``last`` (a store added later is covered from the new
+        # stream's start, which may lie after ``last``).
+        self._covered: frozenset[str] = frozenset()
+        self._generation = 0  # bumped by refresh: a stream of an older one stops reading
         self._task: asyncio.Task[None] | None = None
+        self._restarting: asyncio.Task[None] | None = None
         self._preparing: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="change-source")
 
     async def stop(self) -> None:
-        tasks = [*self._preparing, *([self._task] if self._task else [])]
+        tasks = [*self._preparing, *(t for t in (self._task, self._restarting) if t)]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def covers(self, store: str) -> bool:
+        """Whether every change of ``store`` after ``last`` will be handed over."""
+        return self._stores is None or store in self._covered
+
+    def refresh(self) -> None:
+        """``stores()`` may have grown: reopen the stream to follow them all, from the token
+        reached now (call it as soon as a store is added, before anything awaits)."""
+        if self._stores is None or self._task is None:
+            return
+        if self.watching is not None and self.watching.issuperset(self._stores()):
+            return
+        self._generation += 1
+        if self._restarting is None:
+            self._restarting = asyncio.create_task(self._restart(), name="change-source-reopen")
+
+    async def _restart(self) -> None:
+        try:
+            if self._task is not None:
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+            self._task = asyncio.create_task(self._run(), name="change-source")
+        finally:
+            self._restarting = None
+
+    def _pipeline(self) -> list[Document]:
+        if self._stores is None:
+            return STORE_EVENTS
+        following = frozenset(self._stores())
+        self.watching = following
+        return [*STORE_EVENTS, {"$match": {"ns.coll": {"$in": sorted(following)}}}]
 
     def _prepare(self, store: str) -> None:
         """A store written outside the API gets its indexes and pre-images as soon as a change
@@ -218,6 +270,7 @@ class ChangeSource:
             if change is None:
                 return
             self.last = change.position
+            self._covered = self.watching or frozenset()
             self._prepare(change.store)
             self.sink(change)
         except Exception:
@@ -225,15 +278,18 @@ class ChangeSource:
 
     async def _run(self) -> None:
         delay = 0.1
+        generation = self._generation
         while True:
             try:
                 async with change_stream(
-                    self.storage, STORE_EVENTS, self.resume_after, max_await_ms=500
+                    self.storage, self._pipeline(), self.resume_after, max_await_ms=500
                 ) as stream:
                     self.ready.set()
                     delay = 0.1
                     while True:
                         event = await stream.try_next()
+                        if generation != self._generation:
+                            return  # refreshed: the new stream reads this again, filtered anew
                         self.resume_after = stream.resume_token or self.resume_after
                         if event is not None:
                             self._deliver(event)

@@ -163,7 +163,8 @@ class Hub:
 
     async def start(self, services: Services) -> None:
         self.services = services
-        self.source = ChangeSource(services.storage, self._sink)
+        # Only the stores this process's sockets watch: the database drops the rest.
+        self.source = ChangeSource(services.storage, self.publish, stores=self.by_store.keys)
         self.source.start()
         self._liveness = asyncio.create_task(self._check_credentials(), name="socket-liveness")
         with contextlib.suppress(TimeoutError):
@@ -215,13 +216,6 @@ class Hub:
             return Internal().body()
 
     # --- routing ---------------------------------------------------------------------------
-
-    def _sink(self, change: Change) -> None:
-        """Each change from the process's one change source: to the subscribers, and to the
-        entity history."""
-        self.publish(change)
-        if self.services is not None:
-            self.services.history.record(change)
 
     def publish(self, change: Change) -> None:
         """Route one change to every live subscription of its store (no awaiting here).
@@ -295,7 +289,8 @@ class Hub:
         if resume is not None:
             # No await between reading the end and adding the subscription: every change
             # after ``end`` reaches ``held``, every one up to it comes from the replay.
-            end = self.source.last if self.source is not None else None
+            source = self.source
+            end = source.last if source is not None and source.covers(store) else None
             sub.live = False
             self._add(sub)
             try:
@@ -362,6 +357,8 @@ class Hub:
     def _add(self, sub: Subscription) -> None:
         sub.client.subscriptions[sub.id] = sub
         self.by_store[sub.store].add(sub)
+        if self.source is not None:
+            self.source.refresh()  # a store not followed yet is, from now on
 
     def _remove(self, sub: Subscription) -> None:
         sub.client.subscriptions.pop(sub.id, None)

@@ -1,0 +1,139 @@
+"""Who reads which changes: a process's realtime stream follows only the stores its sockets
+watch (growing without a gap), and one process per deployment records history, a successor
+resuming where it stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from bson import ObjectId
+
+from app import history as history_module
+from app.history import History
+from app.realtime.changes import Change, ChangeSource, Position
+from app.storage import HISTORY, Storage
+from tests.e2e.sockets import listening, token_of
+from tests.e2e.support import raw_database
+from tests.helpers import unique
+
+pytestmark = pytest.mark.asyncio
+
+
+async def eventually(check: Callable[[], Any], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_filtered_source_hands_over_only_its_stores_and_grows_without_a_gap(settings, app):
+    storage = app.state.services.storage
+    a, b = unique("watched"), unique("unwatched")
+    watched = {a}
+    got: list[Change] = []
+    source = ChangeSource(storage, got.append, stores=lambda: watched)
+    source.start()
+    try:
+        await asyncio.wait_for(source.ready.wait(), 10)
+        async with raw_database(settings.mongodb_url) as db:
+            first = (await db[a].insert_one({"n": 1})).inserted_id
+            await db[b].insert_one({"n": 1})
+            await eventually(lambda: any(c.id == first for c in got))
+            await asyncio.sleep(0.7)  # more than one getMore wait: b's change had its chance
+            assert [c.store for c in got] == [a]
+            assert source.covers(a) and not source.covers(b)
+
+            watched.add(b)
+            source.refresh()
+            # Written while the stream is being reopened: each must arrive exactly once.
+            later = [(await db[b].insert_one({"n": 2})).inserted_id]
+            later.append((await db[a].insert_one({"n": 2})).inserted_id)
+            await eventually(lambda: all(any(c.id == i for c in got) for i in later))
+            await asyncio.sleep(0.7)
+            ids = [c.id for c in got]
+            assert ids.count(first) == 1 and all(ids.count(i) == 1 for i in later)
+            assert ids.index(later[0]) < ids.index(later[1])  # commit order
+            assert source.covers(b)
+    finally:
+        await source.stop()
+
+
+async def test_a_resume_into_a_store_the_process_did_not_follow_misses_nothing(
+    settings, live, make_user, store
+):
+    user = await make_user()
+    async with raw_database(settings.mongodb_url) as db:
+        # What a client kept from an earlier session: the resume token of a change of
+        # ``store``, a store no socket of this server process has followed since.
+        async with await db.watch([{"$match": {"ns.coll": store}}]) as stream:
+            await user.post(f"/api/v1/{store}", json={"n": 0})
+            event = await asyncio.wait_for(stream.next(), 10)
+        token = Position(event["clusterTime"], event["_id"]["_data"]).token()
+    missed = [(await user.post(f"/api/v1/{store}", json={"n": n})).json() for n in (1, 2, 3)]
+
+    async with listening(live.url, auth={"token": token_of(user)}) as socket:
+        ack = await socket.subscribe(store=store, resume=token)
+        assert ack["success"] is True
+        replayed = [await socket.next() for _ in missed]
+        assert [(e["op"], e["entity"]) for e in replayed] == [("create", m) for m in missed]
+        live_one = (await user.post(f"/api/v1/{store}", json={"n": 4})).json()
+        assert (await socket.next())["entity"] == live_one
+        await socket.nothing()
+
+
+async def test_one_recorder_at_a_time_and_a_successor_resumes_where_it_stopped(
+    settings, monkeypatch
+):
+    monkeypatch.setattr(history_module, "RENEW_S", 0.2)
+    monkeypatch.setattr(history_module, "LEASE_S", 1.0)
+    storage = Storage(settings.mongodb_url, unique("leases"))
+    entries = storage.system(HISTORY)
+    recorders: list[History] = []
+
+    async def recorder() -> History:
+        made = History(storage)
+        recorders.append(made)
+        await made.start()
+        return made
+
+    async def recorded(entity: ObjectId) -> None:
+        await eventually_async(lambda: entries.count_documents({"entity": entity}))
+
+    async def eventually_async(count: Callable[[], Any]) -> None:
+        deadline = time.monotonic() + 10
+        while await count() < 1:
+            assert time.monotonic() < deadline, "not recorded in time"
+            await asyncio.sleep(0.05)
+
+    try:
+        async with raw_database(settings.mongodb_url, storage.db.name) as db:
+            first, second = await recorder(), await recorder()
+            assert first.recording.is_set() and not second.recording.is_set()
+            one = (await db.notes.insert_one({"n": 1})).inserted_id
+            await recorded(one)
+
+            await first.stop()  # hands the lease back, with the token it had written up to
+            two = (await db.notes.insert_one({"n": 2})).inserted_id
+            await eventually(second.recording.is_set)
+            await recorded(two)
+
+            await second.stop()
+            three = (await db.notes.insert_one({"n": 3})).inserted_id  # no recorder runs
+            await asyncio.sleep(0.3)
+            third = await recorder()
+            assert third.recording.is_set()
+            await recorded(three)
+            await asyncio.sleep(0.5)
+            for entity in (one, two, three):  # each recorded once, whoever read it
+                assert await entries.count_documents({"entity": entity}) == 1
+            by = await entries.find_one({"entity": three})
+            assert by is not None and by["op"] == "create" and by["by"] is None
+    finally:
+        for made in recorders:
+            await made.stop()
+        await storage.client.drop_database(storage.db.name)
+        await storage.close()
