@@ -206,6 +206,13 @@ class Storage:
             with pymongo.timeout(timeout_s):
                 await self.db.command("ping")
 
+    async def cluster_time(self) -> Timestamp | None:
+        """The database's latest operation time: every write acknowledged before this call
+        was committed at or before it. None when the deployment does not report one."""
+        async with translated_async(), self.client.start_session() as session:
+            await self.db.command("ping", session=session)
+            return session.operation_time
+
     async def prepare_system(self, history_retention_s: int = 90 * 86400) -> None:
         """Indexes of the system collections; safe to run on every start."""
         async with translated_async():

@@ -9,7 +9,10 @@ A source may follow only some stores (``stores``: the hub's, the stores its sock
 so that the database, not the process, drops the changes nobody here listens to. When that
 set grows, ``refresh`` reopens the stream with the new filter from the token it had reached
 at that moment; whatever the old stream was reading meanwhile is dropped unread, and the new
-one reads it again, so there is no gap and no duplicate.
+one reads it again, so there is no gap and no duplicate. That token may lie a little before
+the moment a store was added (the old stream was waiting on the database), so ``follow`` notes
+the database's time when a store is added and the new stream skips that store's changes up
+to it: a new subscriber hears of what happens after it subscribed, not before.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 from bson.timestamp import Timestamp
 
 from app.acl import revision_of
-from app.errors import Invalid, ResumeExpired
+from app.errors import APIError, Invalid, ResumeExpired
 from app.storage import Document, Storage, change_stream
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,7 @@ STORE_EVENTS: list[Document] = [
         }
     }
 ]
+IDLE_PAUSE_S = 0.5  # between two reads of a stream that follows no store
 _TOKEN = re.compile(r"([0-9a-f]{1,8})\.([0-9a-f]{1,8})\.([0-9A-Fa-f]{2,4096})")
 
 
@@ -202,6 +206,8 @@ class ChangeSource:
         # the stream that handed over ``last`` (a store added later is covered from the new
         # stream's start, which may lie after ``last``).
         self._covered: frozenset[str] = frozenset()
+        # Stores being added: their changes at or before this time predate the subscription.
+        self._since: dict[str, Timestamp] = {}
         self._generation = 0  # bumped by refresh: a stream of an older one stops reading
         self._task: asyncio.Task[None] | None = None
         self._restarting: asyncio.Task[None] | None = None
@@ -219,6 +225,19 @@ class ChangeSource:
     def covers(self, store: str) -> bool:
         """Whether every change of ``store`` after ``last`` will be handed over."""
         return self._stores is None or store in self._covered
+
+    async def follow(self, store: str) -> None:
+        """About to add ``store`` to ``stores()``: note the database's time, so the reopened
+        stream starts this store after it. Call before adding; ``refresh`` after."""
+        if self._stores is None or store in self._covered:
+            return
+        try:
+            since = await self.storage.cluster_time()
+        except APIError as exc:  # the database is unreachable: the stream will tell
+            log.warning("no cluster time before following %s: %r", store, exc)
+            return
+        if since is not None and store not in self._covered:
+            self._since[store] = max(since, self._since.get(store, since))
 
     def refresh(self) -> None:
         """``stores()`` may have grown: reopen the stream to follow them all, from the token
@@ -269,6 +288,11 @@ class ChangeSource:
             change = Change.from_event(event)
             if change is None:
                 return
+            since = self._since.get(change.store)
+            if since is not None:
+                if change.position.time <= since:
+                    return  # made before the store was followed: nobody here waited for it
+                del self._since[change.store]
             self.last = change.position
             self._covered = self.watching or frozenset()
             self._prepare(change.store)
@@ -293,6 +317,10 @@ class ChangeSource:
                         self.resume_after = stream.resume_token or self.resume_after
                         if event is not None:
                             self._deliver(event)
+                        elif self.watching is not None and not self.watching:
+                            # Following no store: the stream only keeps its token fresh
+                            # (a database may answer a wait early at every write elsewhere).
+                            await asyncio.sleep(IDLE_PAUSE_S)
             except asyncio.CancelledError:
                 raise
             except ResumeExpired:

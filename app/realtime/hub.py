@@ -286,6 +286,8 @@ class Hub:
             await services.entities.get(store, entity_id, client.principal)  # 404 if unreadable
 
         sub = Subscription(secrets.token_hex(8), client, store, entity_id, only, where)
+        if self.source is not None:
+            await self.source.follow(store)
         if resume is not None:
             # No await between reading the end and adding the subscription: every change
             # after ``end`` reaches ``held``, every one up to it comes from the replay.

@@ -137,3 +137,60 @@ async def test_one_recorder_at_a_time_and_a_successor_resumes_where_it_stopped(
             await made.stop()
         await storage.client.drop_database(storage.db.name)
         await storage.close()
+
+
+async def test_a_source_that_follows_no_store_barely_reads_while_others_write(
+    settings, app, monkeypatch
+):
+    """An instance whose sockets watch nothing pays nothing for writes elsewhere, even on a
+    database (like the embedded one) that answers a waiting read early at every write."""
+    from contextlib import asynccontextmanager
+
+    from app.realtime import changes
+
+    reads = 0
+    opened = changes.change_stream
+
+    @asynccontextmanager
+    async def counted(*args: Any, **kwargs: Any):
+        async with opened(*args, **kwargs) as stream:
+            original = stream.try_next
+
+            async def try_next() -> Any:
+                nonlocal reads
+                reads += 1
+                return await original()
+
+            stream.try_next = try_next
+            yield stream
+
+    monkeypatch.setattr(changes, "change_stream", counted)
+    source = ChangeSource(app.state.services.storage, lambda change: None, stores=lambda: ())
+    source.start()
+    try:
+        await asyncio.wait_for(source.ready.wait(), 10)
+        async with raw_database(settings.mongodb_url) as db:
+            busy = unique("busy")
+            started, reads = time.monotonic(), 0
+            for n in range(200):
+                await db[busy].insert_one({"n": n})
+            seconds = time.monotonic() - started
+        # One read per pause at most, however many writes there were.
+        assert reads <= seconds / changes.IDLE_PAUSE_S + 2, (reads, seconds)
+    finally:
+        await source.stop()
+
+
+async def test_a_new_subscriber_hears_only_of_what_follows_its_subscription(live, make_user):
+    """The stream reopened for a store no socket followed starts from a token that may lie
+    before the subscription; what was written before it must not reach the subscriber."""
+    user = await make_user()
+    async with listening(live.url, auth={"token": token_of(user)}) as socket:
+        for _ in range(3):
+            store = unique("fresh")
+            await user.post(f"/api/v1/{store}", json={"n": "before"})  # just before
+            assert (await socket.subscribe(store=store))["success"] is True
+            after = (await user.post(f"/api/v1/{store}", json={"n": "after"})).json()
+            event = await socket.next()
+            assert (event["op"], event["entity"]) == ("create", after)
+        await socket.nothing()

@@ -208,9 +208,13 @@ async def test_a_replay_ends_at_the_live_position_even_when_the_stream_never_run
     # The live source has handed over everything up to cluster second 1,000,030.
     end = Change.from_event(_insert_event(1_000_030))
     assert end is not None
+
     # ... and it has followed the store all along.
+    async def follow(store: str) -> None:
+        return None
+
     hub.source = SimpleNamespace(  # type: ignore[assignment]
-        last=end.position, covers=lambda store: True, refresh=lambda: None
+        last=end.position, covers=lambda store: True, refresh=lambda: None, follow=follow
     )
     peer = _RecordingPeer(OWNER)
     hub.attach(peer)  # type: ignore[arg-type]
