@@ -58,6 +58,7 @@ IDEMPOTENCY = "_idempotency"
 HISTORY = "_history"
 AUDIT = "_audit"
 LEASES = "_leases"
+BUILD_DELAY_S = 0.5  # before a background index build starts
 # Index names the store definitions own; other indexes of a store are never touched by them.
 UNIQUE_PREFIX = "unique:"
 INDEX_PREFIX = "index:"
@@ -340,6 +341,10 @@ class Storage:
         await collection.create_index("createdAt")
 
     async def _build_indexes_quietly(self, name: str) -> None:
+        # After the write that asked for it: a database that builds an index holding a lock
+        # (the embedded one does, for seconds on a large store) would otherwise hold that
+        # write, depending on which of the two reaches it first.
+        await asyncio.sleep(BUILD_DELAY_S)
         try:
             await self._build_indexes(name)
         except PyMongoError as exc:

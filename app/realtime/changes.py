@@ -18,6 +18,7 @@ to it: a new subscriber hears of what happens after it subscribed, not before.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import re
 from collections.abc import Callable, Collection
@@ -212,6 +213,9 @@ class ChangeSource:
         self._task: asyncio.Task[None] | None = None
         self._restarting: asyncio.Task[None] | None = None
         self._preparing: set[asyncio.Task[None]] = set()
+        # Reopening is asked for from within requests: the stream must not inherit their
+        # context (a request's deadline would end the stream with it), only its maker's.
+        self._context = contextvars.copy_context()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="change-source")
@@ -248,14 +252,18 @@ class ChangeSource:
             return
         self._generation += 1
         if self._restarting is None:
-            self._restarting = asyncio.create_task(self._restart(), name="change-source-reopen")
+            self._restarting = asyncio.create_task(
+                self._restart(), name="change-source-reopen", context=self._context.copy()
+            )
 
     async def _restart(self) -> None:
         try:
             if self._task is not None:
                 self._task.cancel()
                 await asyncio.gather(self._task, return_exceptions=True)
-            self._task = asyncio.create_task(self._run(), name="change-source")
+            self._task = asyncio.create_task(
+                self._run(), name="change-source", context=self._context.copy()
+            )
         finally:
             self._restarting = None
 

@@ -194,3 +194,25 @@ async def test_a_new_subscriber_hears_only_of_what_follows_its_subscription(live
             event = await socket.next()
             assert (event["op"], event["entity"]) == ("create", after)
         await socket.nothing()
+
+
+async def test_the_stream_a_subscribe_reopens_outlives_that_requests_deadline(
+    mongodb_url, tmp_path, make_user
+):
+    """The reopening is asked for inside a subscribe, which runs under the request deadline
+    (DB_TIMEOUT_MS); the reopened stream must not inherit it and die when it passes."""
+    from tests.e2e.conftest import make_settings
+    from tests.e2e.live import live_server
+
+    user = await make_user()
+    settings = make_settings(mongodb_url, tmp_path, DB_TIMEOUT_MS="500")
+    async with (
+        live_server(settings) as server,
+        listening(server.url, auth={"token": token_of(user)}) as socket,
+    ):
+        store = unique("outlives")
+        assert (await socket.subscribe(store=store))["success"] is True
+        await asyncio.sleep(1.5)  # three deadlines later
+        for n in range(2):
+            made = (await user.post(f"/api/v1/{store}", json={"n": n})).json()
+            assert (await socket.next())["entity"] == made
