@@ -169,6 +169,45 @@ async def measure(
     return m
 
 
+async def idle_instance(
+    args: argparse.Namespace,
+    server: subprocess.Popen[bytes],
+    database: EmbeddedDatabase,
+    workdir: Path,
+) -> str:
+    """A second server process with no subscribers, while raw inserts go at ``--idle-rate``
+    into a store nobody watches: the CPU each server process uses meanwhile. The first server
+    (started first) records entity history; the second has nothing to do."""
+    second, url, _ = start_server(database.url, workdir)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(database.url, timeoutMS=10_000)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            await wait_healthy(http, second)
+        await asyncio.sleep(2)  # past its start-up work
+        collection = client["platform"]["bench_unwatched"]
+        count = int(args.idle_rate * args.idle_seconds)
+        say(f"idle instance: {count} raw inserts at {args.idle_rate:g}/s into an unwatched store")
+        assert database.pid is not None
+        meter = CpuMeter({"recorder": server.pid, "idle": second.pid, "database": database.pid})
+
+        async def insert(seq: int) -> bool:
+            await collection.insert_one({"seq": seq, "pad": "x" * 400})
+            return True
+
+        writes = await paced(count, args.idle_rate, insert)
+        cpu = meter.shares()
+    finally:
+        await client.close()
+        stop_process(second)
+    done = sum(w.ok for w in writes)
+    return (
+        f"\nidle instance: {done} raw inserts at {args.idle_rate:g}/s into a store no socket "
+        f"watches\n{'CPU meanwhile':<22}second server (no subscribers) {cpu['idle']:.1%}, "
+        f"first server (records history) {cpu['recorder']:.1%}, "
+        f"SecantusDB {cpu['database']:.0%}"
+    )
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -190,6 +229,13 @@ def parse_args() -> argparse.Namespace:
     add("--connect-timeout", type=float, default=20.0, help="per connect+subscribe (default 20s)")
     add("--settle", type=float, default=3.0, help="idle time before reading RSS (default 3s)")
     add("--drain", type=float, default=60.0, help="wait for late deliveries (default 60s)")
+    add("--idle-rate", type=float, default=300.0, help="idle-instance writes/s (default 300)")
+    add(
+        "--idle-seconds",
+        type=float,
+        default=0.0,
+        help="then measure a second, idle server process this long (default 0: skip)",
+    )
     add("--timeout", type=float, default=300.0, help="give up after this long (default 300s)")
     args = parser.parse_args()
     if min(args.subscribers, args.writes, args.client_procs, args.batch) < 1 or args.rate <= 0:
@@ -211,11 +257,14 @@ def main() -> int:
         say(f"server pid {server.pid} at {url}; SecantusDB pid {database.pid} at {database.url}")
         say(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
-        async def bounded(server: subprocess.Popen[bytes]) -> Measured:
+        async def bounded(server: subprocess.Popen[bytes]) -> str:
             async with asyncio.timeout(args.timeout):
-                return await measure(args, server, url, password, database, workdir)
+                report = render(await measure(args, server, url, password, database, workdir))
+                if args.idle_seconds > 0:
+                    report += await idle_instance(args, server, database, workdir)
+                return report
 
-        print(render(asyncio.run(bounded(server))), flush=True)
+        print(asyncio.run(bounded(server)), flush=True)
         finished = True
         return 0
     except TimeoutError:
