@@ -235,6 +235,8 @@ class ChangeSource:
         stream starts this store after it. Call before adding; ``refresh`` after."""
         if self._stores is None or store in self._covered:
             return
+        if self._restarting is None and self.watching is not None and store in self.watching:
+            return  # the open stream follows it already: no reopen will rewind it
         try:
             since = await self.storage.cluster_time()
         except APIError as exc:  # the database is unreachable: the stream will tell
