@@ -6,14 +6,16 @@ realtime layer and future admin views call it.
 
 from __future__ import annotations
 
+import builtins
 import secrets
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from bson import ObjectId
+from bson import ObjectId, decode_all
 from bson.datetime_ms import DatetimeMS
 from pymongo import DESCENDING
 from pymongo.errors import BulkWriteError
@@ -34,12 +36,19 @@ from app.errors import (
 )
 from app.jsonio import ms
 from app.query import ListQuery, Only, Resume, projection, sort_value
-from app.storage import Document, Storage, translated_async, write_error
+from app.storage import ENTITY_CODEC, Document, Storage, translated_async, write_error
 
 SERVER_FIELDS = ("_id", "owner", "createdAt", "updatedAt")
 PATCH_PROTECTED = ("_id", "owner", "group", "access", "branch", "createdAt", "updatedAt")
-# Pages up to this many entities are read whole in one round trip; larger ones are streamed.
+# A page is held while it is read, to learn whether another follows: whole up to WHOLE_PAGE
+# entities, and larger ones up to HOLD_BYTES of BSON. A page that turns out larger than that is
+# read again, streamed in batches of BATCH. Batches are of whole entities (a database reply,
+# and the copies the driver makes of it, grow with them) or of PROJECTED_BATCH entities cut
+# down to the fields ``only`` names, so a 10,000-entity page of a few fields takes four.
 WHOLE_PAGE = 1000
+HOLD_BYTES = 1 << 20
+PROJECTED_BATCH = 2500
+PIECE = 500  # held entities decoded together
 BATCH = 1000
 _RETRIES = 3
 
@@ -163,24 +172,51 @@ class Entities:
     async def _list(self, store: str, query: ListQuery, user: Principal) -> Page:
         collection = self.storage.store(store)
         selected = {**acl.read_filter(user), **query.bounds()}
+        hides = _may_hold_hidden(query)
+        # One query: the page and one entity more, which tells whether another page follows
+        # (the Link header, sent before the body). Held while it is read; past WHOLE_PAGE
+        # entities only up to HOLD_BYTES of BSON, and a page that turns out larger is read
+        # again, streamed (below).
+        per = BATCH if hides else PROJECTED_BATCH
+        cursor = (
+            collection.find_raw_batches(
+                selected, query.projection(), batch_size=_even_batches(query.limit + 1, per)
+            )
+            .sort(query.order())
+            .skip(query.offset)
+            .limit(query.limit + 1)
+        )
+        bound = HOLD_BYTES if query.limit > WHOLE_PAGE else None
+        held = await _read_whole(cursor, query.limit + 1, bound)
+        if held is None:
+            return await self._streamed(store, query, selected, hides)
+        return await self._held(store, query, held[0], held[1], hides)
+
+    async def _held(
+        self,
+        store: str,
+        query: ListQuery,
+        pieces: builtins.list[memoryview],
+        count: int,
+        hides: bool,
+    ) -> Page:
+        """The page read whole, as ``count`` entities in BSON ``pieces``: one more than the
+        page holds says that another page follows, from the page's own last entity."""
+        if count <= query.limit:
+            return Page(_decoded(pieces, [], hides), None)
+        tail = decode_all(pieces.pop(), ENTITY_CODEC)[:-1]  # the extra one goes
+        if not tail:  # it came alone: the page's last entity ends the piece before
+            tail = decode_all(pieces.pop(), ENTITY_CODEC)
+        last = await self._resume_at(store, query, tail[-1])
+        return Page(_decoded(pieces, tail, hides), last)
+
+    async def _streamed(
+        self, store: str, query: ListQuery, selected: dict[str, Any], hides: bool
+    ) -> Page:
+        """A page larger than HOLD_BYTES, streamed in batches and never held whole. A first
+        small query finds where the page ends and whether anything follows it."""
+        collection = self.storage.store(store)
         order = query.order()
-        if query.limit <= WHOLE_PAGE:
-            # One query, one round trip: the page and one entity more, which tells whether
-            # another page follows. At most WHOLE_PAGE + 1 entities are held.
-            async with translated_async():
-                found = (
-                    await collection.find(selected, query.projection(), batch_size=query.limit + 1)
-                    .sort(order)
-                    .skip(query.offset)
-                    .limit(query.limit + 1)
-                    .to_list()
-                )
-            more = len(found) > query.limit
-            del found[query.limit :]
-            last = await self._resume_at(store, query, found[-1]) if more else None
-            return Page(_held(found), last)
-        # Larger pages are streamed in batches, never held whole; a first query finds where
-        # the page ends and whether anything follows it.
         sorted_by = [path for path, _ in query.sort.total] if query.sort else ["_id"]
         async with translated_async():
             edge = (
@@ -218,7 +254,7 @@ class Entities:
                 first: Document | None = await cursor.next()
             except StopAsyncIteration:
                 first = None
-        return Page(_stream(cursor, first), last)
+        return Page(_stream(cursor, first, hides), last)
 
     async def _resume_at(self, store: str, query: ListQuery, document: Document) -> Resume:
         """Where the next page starts: after ``document`` (its sort values and id)."""
@@ -510,20 +546,84 @@ async def _empty() -> AsyncIterator[Document]:
     yield  # pragma: no cover
 
 
-async def _held(documents: list[Document]) -> AsyncIterator[Document]:
-    for document in documents:
-        _hide(document)
+def _even_batches(count: int, most: int) -> int:
+    """A batch size of at most ``most`` that splits ``count`` entities into the fewest round
+    trips, none of them left nearly empty."""
+    trips = -(-count // most)
+    return -(-count // trips)
+
+
+def _may_hold_hidden(query: ListQuery) -> bool:
+    """Whether the page's documents can carry hidden fields: not when ``only`` names the
+    fields to read (it never names a hidden one)."""
+    return query.only is None or query.only.exclude
+
+
+_LENGTH = struct.Struct("<i")
+
+
+async def _read_whole(
+    cursor: Any, wanted: int, bound: int | None
+) -> tuple[list[memoryview], int] | None:
+    """The BSON a raw-batch ``cursor`` yields, held in pieces of up to PIECE entities, and
+    how many entities it holds; None once more than ``bound`` bytes arrived before ``wanted``
+    entities did (nothing is kept then)."""
+    pieces: list[memoryview] = []
+    count = size = 0
+    async with translated_async():
+        try:
+            async for batch in cursor:
+                raw = cast(bytes, batch)  # typed as documents, yields BSON bytes
+                size += len(raw)
+                count += _split(raw, pieces)
+                if bound is not None and size > bound and count < wanted:
+                    return None
+        finally:
+            await cursor.close()
+    return pieces, count
+
+
+def _split(raw: bytes, pieces: list[memoryview]) -> int:
+    """Append the BSON documents in ``raw`` (each starts with its length) to ``pieces``, up
+    to PIECE in each, without copying them; how many there were."""
+    view = memoryview(raw)
+    count = offset = start = 0
+    end = len(raw)
+    while offset < end:
+        offset += _LENGTH.unpack_from(raw, offset)[0]
+        count += 1
+        if count % PIECE == 0 or offset >= end:
+            pieces.append(view[start:offset])
+            start = offset
+    return count
+
+
+async def _decoded(
+    pieces: list[memoryview], tail: list[Document], hides: bool
+) -> AsyncIterator[Document]:
+    """The documents in BSON ``pieces``, one piece decoded at a time, then ``tail``."""
+    pieces.reverse()
+    while pieces:
+        for document in decode_all(pieces.pop(), ENTITY_CODEC):
+            if hides:
+                _hide(document)
+            yield document
+    for document in tail:
+        if hides:
+            _hide(document)
         yield document
 
 
-async def _stream(cursor: Any, first: Document | None) -> AsyncIterator[Document]:
+async def _stream(cursor: Any, first: Document | None, hides: bool) -> AsyncIterator[Document]:
     try:
         if first is None:
             return
-        _hide(first)
+        if hides:
+            _hide(first)
         yield first
         async for document in cursor:
-            _hide(document)
+            if hides:
+                _hide(document)
             yield document
     finally:
         await cursor.close()

@@ -15,7 +15,7 @@ from app.errors import BadRequest, Invalid, TooLarge
 from app.services import Services
 
 SUCCESS = {"success": True, "sucess": True}
-_CHUNK = 64 * 1024
+_SLICE = 500  # documents rendered and sent together
 
 
 def services(request: Request) -> Services:
@@ -94,17 +94,17 @@ def json_array_response(
     sits whole in memory."""
 
     async def body() -> AsyncIterator[bytes]:
-        buffer = bytearray(b"[")
-        first = True
+        opening = b"["
+        pending: list[Any] = []
         async for document in documents:
-            if not first:
-                buffer += b","
-            first = False
-            buffer += jsonio.dumps(document)
-            if len(buffer) >= _CHUNK:
-                yield bytes(buffer)
-                buffer.clear()
-        buffer += b"]"
-        yield bytes(buffer)
+            pending.append(document)
+            if len(pending) == _SLICE:
+                yield opening + jsonio.dumps_items(pending)
+                opening = b","
+                pending.clear()
+        if pending:
+            yield opening + jsonio.dumps_items(pending) + b"]"
+        else:
+            yield b"[]" if opening == b"[" else b"]"
 
     return StreamingResponse(body(), headers=headers, media_type="application/json")

@@ -90,6 +90,15 @@ def dumps(value: Any) -> bytes:
         return safe_dumps(value)
 
 
+def dumps_items(values: list[Any]) -> bytes:
+    """The items of ``values`` as JSON, comma-separated, without the brackets: one encoder call
+    for all of them (calling it per item cost ten times as much for small entities)."""
+    try:
+        return orjson.dumps(values, default=_default, option=_OPTS)[1:-1]
+    except orjson.JSONEncodeError:
+        return b",".join(dumps(value) for value in values)
+
+
 def safe_dumps(value: Any) -> bytes:
     """JSON for any value at any depth, with an explicit stack instead of recursion. Scalars
     go through orjson one by one; anything it refuses is rendered as text."""

@@ -173,6 +173,8 @@ class Storage:
         self._ready_stores: set[str] = set()
         self._index_builds: set[asyncio.Task[None]] = set()
         self._stores: dict[str, AsyncCollection[Document]] = {}
+        self._seen_topology: object = None
+        self._writable = False
 
     async def close(self) -> None:
         for task in list(self._index_builds):
@@ -196,7 +198,11 @@ class Storage:
         """How long one request's database work may take: ``wanted_s`` while the driver sees
         a primary; while it sees none, only as long as server selection waits (the driver's
         deadline would otherwise replace that shorter wait), so requests fail fast with 503."""
-        if self.client.topology_description.has_writable_server():
+        description = self.client.topology_description
+        if description is not self._seen_topology:  # a new object whenever it changes
+            self._seen_topology = description
+            self._writable = description.has_writable_server()
+        if self._writable:
             return wanted_s
         return min(wanted_s, self.client.options.server_selection_timeout)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -87,6 +87,7 @@ async def seed_entities(
     access: Sequence[str] = (),
     branch: Sequence[str] = (),
     batch: int = 2000,
+    extra: Mapping[str, Any] | None = None,
 ) -> list[ObjectId]:
     """Write entities straight into a store collection, one per ``created`` time and in that
     order of ``_id``, with ``n`` counting from 0 and ``_readers`` as the API would set it.
@@ -106,6 +107,7 @@ async def seed_entities(
             "createdAt": moment,
             "updatedAt": moment,
             acl.READERS: readers,
+            **(extra or {}),
         }
         for n, moment in enumerate(created)
     ]

@@ -42,7 +42,23 @@ class StoreRoute(Route):
         return match, child
 
 
+# Store routes first, in the order below (a route of a system resource never matches there,
+# see StoreRoute): the router tries routes one by one, and entity requests are most of the
+# traffic. Within them ``_bulk`` and ``_changes`` come before the entity id they would match.
 routes: list[BaseRoute] = [
+    resource(f"{V1}/{{store}}/_bulk", StoreRoute, POST=entities.bulk),
+    resource(f"{V1}/{{store}}/_changes", StoreRoute, GET=entities.changes),
+    resource(
+        f"{V1}/{{store}}/{{entity_id}}",
+        StoreRoute,
+        GET=entities.get,
+        PATCH=entities.patch,
+        DELETE=entities.delete,
+    ),
+    resource(f"{V1}/{{store}}", StoreRoute, GET=entities.list_entities, POST=entities.create),
+    resource(f"{V1}/{{store}}/{{entity_id}}/access", StoreRoute, PUT=entities.set_access),
+    resource(f"{V1}/{{store}}/{{entity_id}}/_explain", StoreRoute, GET=entities.explain),
+    resource(f"{V1}/{{store}}/{{entity_id}}/_history", StoreRoute, GET=entities.history),
     resource("/healthz", GET=system.healthz),
     resource(f"{V1}/openapi.json", GET=docs.openapi),
     resource("/api/docs", GET=docs.page),
@@ -60,17 +76,4 @@ routes: list[BaseRoute] = [
     resource(f"{V1}/_audit", GET=audit.list_entries),
     resource(f"{V1}/_stores", GET=stores.list_stores),
     resource(f"{V1}/_stores/{{store}}", GET=stores.get, PUT=stores.put, DELETE=stores.delete),
-    resource(f"{V1}/{{store}}", StoreRoute, GET=entities.list_entities, POST=entities.create),
-    resource(f"{V1}/{{store}}/_bulk", StoreRoute, POST=entities.bulk),
-    resource(f"{V1}/{{store}}/_changes", StoreRoute, GET=entities.changes),
-    resource(
-        f"{V1}/{{store}}/{{entity_id}}",
-        StoreRoute,
-        GET=entities.get,
-        PATCH=entities.patch,
-        DELETE=entities.delete,
-    ),
-    resource(f"{V1}/{{store}}/{{entity_id}}/access", StoreRoute, PUT=entities.set_access),
-    resource(f"{V1}/{{store}}/{{entity_id}}/_explain", StoreRoute, GET=entities.explain),
-    resource(f"{V1}/{{store}}/{{entity_id}}/_history", StoreRoute, GET=entities.history),
 ]

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from bson import ObjectId
+from pymongo.asynchronous.collection import AsyncCollection
 
 from app.http import json_array_response
 from app.main import create_app
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.asyncio
 
 TOTAL = MAX_LIMIT + 5
 STORE = "things"
+SMALL = "small"
 START = datetime(2021, 3, 1, tzinfo=UTC)
 
 
@@ -42,9 +44,19 @@ async def big(mongodb_url, tmp_path_factory):
     storage = Storage(mongodb_url, db_name)
     try:
         times = [START + timedelta(milliseconds=n) for n in range(TOTAL)]
+        # About 600 bytes each, as real entities are: the page (6 MB of JSON) is well beyond
+        # what a list holds while it reads.
         ids = await seed_entities(
-            storage, STORE, "someone-else", times, group=group, access=["x" * 40]
+            storage,
+            STORE,
+            "someone-else",
+            times,
+            group=group,
+            access=["x" * 40],
+            extra={"notes": "n" * 300},
         )
+        # A second store of small entities whose whole page fits what a list holds.
+        await seed_entities(storage, SMALL, "someone-else", times, group=group)
     finally:
         await storage.close()
     settings = make_settings(mongodb_url, tmp_path_factory.mktemp("big"), MONGODB_DB=db_name)
@@ -118,3 +130,45 @@ async def test_a_full_page_is_streamed_not_held(big: Big):
     assert chunks > 10  # sent as it was read, not in one piece
     assert held_peak > size, "the control no longer exceeds the JSON size"
     assert streamed_peak < size, f"peak {streamed_peak} bytes for {size} bytes of JSON"
+    assert streamed_peak < held_peak / 3, f"peak {streamed_peak}, held whole {held_peak}"
+
+
+@pytest.mark.parametrize(
+    ("store", "only", "queries"),
+    [(SMALL, ["n,name"], 1), (STORE, [], 3)],
+    ids=["a page that fits what a list holds: one query", "a larger one: read again, streamed"],
+)
+async def test_a_full_page_is_one_query_when_it_fits(
+    big: Big, store: str, only: list[str], queries: int, monkeypatch: pytest.MonkeyPatch
+):
+    services = big.app.state.services
+    principal = principal_of(await services.users.find(big.reader.id))
+    query = parse_list_query({"only": only} if only else {})
+    made: list[str] = []
+    for name in ("find", "find_raw_batches", "find_one", "aggregate", "count_documents"):
+        original = getattr(AsyncCollection, name)
+
+        def counted(collection, *args, _original=original, _name=name, **kwargs):
+            if collection.name == store:
+                made.append(_name)
+            return _original(collection, *args, **kwargs)
+
+        monkeypatch.setattr(AsyncCollection, name, counted)
+    page = await services.entities.list(store, query, principal)
+    listed = [document async for document in page.documents]
+    monkeypatch.undo()
+    assert len(made) == queries, made
+    assert [d["n"] for d in listed] == list(range(MAX_LIMIT))
+    assert page.last is not None and page.last.id == listed[-1]["_id"]
+    if only:
+        assert set(listed[0]) == {"_id", "n", "name"}
+
+
+async def test_a_page_that_fits_links_only_when_more_follow(big: Big):
+    whole = await big.reader.get(f"/api/v1/{SMALL}", params={"only": "n"})
+    assert [e["n"] for e in whole.json()] == list(range(MAX_LIMIT))
+    rest = await big.reader.get(next_link(whole))
+    assert [e["n"] for e in rest.json()] == list(range(MAX_LIMIT, TOTAL))
+    assert next_link(rest) is None
+    exact = await big.reader.get(f"/api/v1/{SMALL}", params={"offset": "5", "limit": "10000"})
+    assert len(exact.json()) == MAX_LIMIT and next_link(exact) is None
