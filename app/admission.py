@@ -175,8 +175,9 @@ class _Watch:
         self._receive = receive
         self._task = task
         self._first: Message | None = None  # a bodyless request's one http.request message
-        self._first_seen = asyncio.Event()
-        self._gone = asyncio.Event()
+        # Made when the watch starts (most requests end before it would).
+        self._first_seen: asyncio.Event | None = None
+        self._gone: asyncio.Event | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._handed_first = not bodyless
         self.finished = False
@@ -190,28 +191,33 @@ class _Watch:
     def _start(self) -> None:
         self._timer = None
         if self._watcher is None and not self.finished:
-            self._watcher = asyncio.create_task(self._watch(), name="disconnect-watch")
+            self._first_seen = asyncio.Event()
+            self._gone = asyncio.Event()
+            self._watcher = asyncio.create_task(
+                self._watch(self._first_seen, self._gone), name="disconnect-watch"
+            )
 
-    async def _watch(self) -> None:
+    async def _watch(self, first_seen: asyncio.Event, gone: asyncio.Event) -> None:
         while True:
             message = await self._receive()
             if message["type"] == "http.disconnect":
-                self._gone.set()
-                self._first_seen.set()
+                gone.set()
+                first_seen.set()
                 if not self.finished:
                     self.cancelled_by_us = True
                     self._task.cancel()
                 return
             if self._first is None and not self._handed_first:
                 self._first = message
-                self._first_seen.set()
+                first_seen.set()
             # Body chunks sent with a GET or DELETE are dropped: no handler reads them.
 
     async def receive(self) -> Message:
         if self._timer is not None:  # the app reads before the watch began: begin it now
             self._timer.cancel()
             self._start()
-        if self._watcher is None:  # a request with a body, still being read by the app
+        if self._watcher is None or self._first_seen is None or self._gone is None:
+            # A request with a body, still being read by the app (or one already finished).
             message = await self._receive()
             if message["type"] == "http.request" and not message.get("more_body", False):
                 self._start()  # the whole body is in: from now on, watch for the client

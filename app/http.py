@@ -23,10 +23,29 @@ def services(request: Request) -> Services:
     return found
 
 
+class JSONBytes(Response):
+    """A response of JSON already rendered, its headers built directly (Starlette's generic
+    header handling was a visible share of a GET)."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status: int = 200, headers: Mapping[str, str] | None = None):
+        self.status_code = status
+        self.body = body
+        self.background = None
+        raw = [
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"application/json"),
+        ]
+        if headers:
+            raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.raw_headers = raw
+
+
 def json_response(
     data: Any, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
-    return Response(jsonio.dumps(data), status, headers, media_type="application/json")
+    return JSONBytes(jsonio.dumps(data), status, headers)
 
 
 def entity_response(

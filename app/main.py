@@ -8,15 +8,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
 from app import collector
 from app.admission import Admission
-from app.api import routes
-from app.errors import APIError
-from app.middleware import RequestContext, api_error_handler, http_error_handler
+from app.api import not_found, routes
+from app.middleware import RequestContext
 from app.ratelimit import RateLimit
 from app.realtime.hub import Hub
 from app.realtime.router import SocketRouter
@@ -25,6 +24,18 @@ from app.settings import Settings
 from app.storage import Storage
 
 log = logging.getLogger("app")
+
+
+class App(Starlette):
+    """Starlette with only our middleware around the router. Starlette's own error layers
+    are left out: each route renders the API errors its handler raises (``Resource``), and
+    ``RequestContext``, outermost, everything else."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app: ASGIApp = self.router
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return app
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -101,12 +112,8 @@ def create_app(settings: Settings) -> Starlette:
                 ],
             )
         )
-    app = Starlette(
-        routes=routes,
-        middleware=middleware,
-        exception_handlers={APIError: api_error_handler, HTTPException: http_error_handler},
-        lifespan=lifespan,
-    )
+    app = App(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.router.default = not_found
     app.state.hub = hub
     return app
 

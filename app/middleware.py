@@ -57,13 +57,17 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     """Starlette's own errors (unknown path 404, wrong method 405) in our envelope."""
     if not isinstance(exc, HTTPException):  # pragma: no cover - registered for it only
         raise exc
+    return render(as_api_error(exc), request_id(request))
+
+
+def as_api_error(exc: HTTPException) -> APIError:
     kind = _BY_STATUS.get(exc.status_code, BadRequest if exc.status_code < 500 else Internal)
     headers = dict(exc.headers or {})
     if "Allow" in headers:  # Starlette lists a route's methods in set order; make it stable
         headers["Allow"] = ", ".join(sorted(m.strip() for m in headers["Allow"].split(",")))
     error = kind.__new__(kind)
     APIError.__init__(error, None, headers=headers)
-    return render(error, request_id(request))
+    return error
 
 
 class RequestContext:
@@ -79,6 +83,7 @@ class RequestContext:
             return
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         rid = given if _SANE_ID.fullmatch(given) else os.urandom(16).hex()
+        path = scope["path"]
         scope.setdefault("state", {})["request_id"] = rid
         header = (b"x-request-id", rid.encode("latin-1"))
         started = False
@@ -95,8 +100,16 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except (APIError, HTTPException) as exc:
+            # Raised outside a route's handler (a static file not found, say; the routes
+            # render their own), or while a streamed body was being sent.
+            if started:
+                log.exception("%s %s failed midway (request id %s)", scope["method"], path, rid)
+                raise
+            error = exc if isinstance(exc, APIError) else as_api_error(exc)
+            await render(error, rid)(scope, receive, send)
         except Exception:
-            log.exception("%s %s failed (request id %s)", scope["method"], scope["path"], rid)
+            log.exception("%s %s failed (request id %s)", scope["method"], path, rid)
             if started:
                 raise
             await render(Internal(), rid)(scope, receive, send)

@@ -13,33 +13,70 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount, Route
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from app.api import audit, console, docs, entities, session, stores, system, tokens, users
+from app.errors import APIError, MethodNotAllowed, NotFound
+from app.middleware import render
 
 V1 = "/api/v1"
 SYSTEM_NAMES = frozenset({"auth", "_me", "_users", "_tokens", "_stores", "_audit", "openapi.json"})
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def resource(path: str, route_class: type[Route] = Route, **handlers: Handler) -> Route:
-    if "GET" in handlers:
-        # Starlette allows HEAD wherever GET is allowed; answer it as GET (the server drops
-        # the body) rather than fail looking for a HEAD handler.
-        handlers.setdefault("HEAD", handlers["GET"])
+class Resource(Route):
+    """One path with a handler per method. A request goes straight to its handler, without
+    Starlette's per-request wrappers; an API error the handler raises is rendered here, inside
+    every middleware, so rate-limit and request-id headers reach error responses too."""
 
-    async def dispatch(request: Request) -> Response:
-        return await handlers[request.method](request)
+    def __init__(self, path: str, handlers: dict[str, Handler]):
+        super().__init__(path, _unreachable, methods=list(handlers), name=path)
+        self.handlers = handlers
+        self.allow = ", ".join(sorted(self.methods or ()))
 
-    return route_class(path, dispatch, methods=list(handlers), name=path)
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = self.handlers.get(scope["method"])
+        response: Response
+        if handler is None:
+            response = render(MethodNotAllowed(headers={"Allow": self.allow}), _rid(scope))
+        else:
+            try:
+                response = await handler(Request(scope, receive, send))
+            except APIError as error:
+                response = render(error, _rid(scope))
+        await response(scope, receive, send)
 
 
-class StoreRoute(Route):
+class StoreRoute(Resource):
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child = super().matches(scope)
         if match != Match.NONE and child["path_params"]["store"] in SYSTEM_NAMES:
             return Match.NONE, {}
         return match, child
+
+
+def resource(path: str, route_class: type[Resource] = Resource, **handlers: Handler) -> Route:
+    if "GET" in handlers:
+        # Starlette allows HEAD wherever GET is allowed; answer it as GET (the server drops
+        # the body) rather than fail looking for a HEAD handler.
+        handlers.setdefault("HEAD", handlers["GET"])
+    return route_class(path, handlers)
+
+
+async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    """What the router answers for a path no route matches."""
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1000})
+        return
+    await render(NotFound(), _rid(scope))(scope, receive, send)
+
+
+async def _unreachable(request: Request) -> Response:  # pragma: no cover - handle() calls
+    raise NotFound()
+
+
+def _rid(scope: Scope) -> str:
+    return str(scope.get("state", {}).get("request_id", ""))
 
 
 # Store routes first, in the order below (a route of a system resource never matches there,
