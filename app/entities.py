@@ -48,17 +48,17 @@ PATCH_PROTECTED = ("_id", "owner", "group", "access", "branch", "createdAt", "up
 WHOLE_PAGE = 1000
 HOLD_BYTES = 1 << 20
 PROJECTED_BATCH = 2500
-PIECE = 500  # held entities decoded together
+PIECE = 500  # entities decoded, and handed on, together
 BATCH = 1000
 _RETRIES = 3
 
 
 @dataclass
 class Page:
-    """One list page: its documents (streamed) and, when the page is full and more follow,
-    where the next one starts."""
+    """One list page: its documents, streamed a slice at a time, and, when the page is full
+    and more follow, where the next one starts."""
 
-    documents: AsyncIterator[Document]
+    slices: AsyncIterator[list[Document]]
     last: Resume | None
 
 
@@ -541,7 +541,14 @@ def _not_found(store: str, entity_id: ObjectId) -> NotFound:
     return NotFound(f"No entity {entity_id} in store {store}")
 
 
-async def _empty() -> AsyncIterator[Document]:
+def _shown(documents: list[Document], hides: bool) -> list[Document]:
+    if hides:
+        for document in documents:
+            _hide(document)
+    return documents
+
+
+async def _empty() -> AsyncIterator[list[Document]]:
     return
     yield  # pragma: no cover
 
@@ -600,30 +607,23 @@ def _split(raw: bytes, pieces: list[memoryview]) -> int:
 
 async def _decoded(
     pieces: list[memoryview], tail: list[Document], hides: bool
-) -> AsyncIterator[Document]:
+) -> AsyncIterator[list[Document]]:
     """The documents in BSON ``pieces``, one piece decoded at a time, then ``tail``."""
     pieces.reverse()
     while pieces:
-        for document in decode_all(pieces.pop(), ENTITY_CODEC):
-            if hides:
-                _hide(document)
-            yield document
-    for document in tail:
-        if hides:
-            _hide(document)
-        yield document
+        yield _shown(decode_all(pieces.pop(), ENTITY_CODEC), hides)
+    if tail:
+        yield _shown(tail, hides)
 
 
-async def _stream(cursor: Any, first: Document | None, hides: bool) -> AsyncIterator[Document]:
+async def _stream(
+    cursor: Any, first: Document | None, hides: bool
+) -> AsyncIterator[list[Document]]:
     try:
         if first is None:
             return
-        if hides:
-            _hide(first)
-        yield first
-        async for document in cursor:
-            if hides:
-                _hide(document)
-            yield document
+        yield _shown([first], hides)
+        while documents := await cursor.to_list(PIECE):
+            yield _shown(documents, hides)
     finally:
         await cursor.close()

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from app import jsonio
 from app.acl import REVISION, revision_of
@@ -15,7 +16,6 @@ from app.errors import BadRequest, Invalid, TooLarge
 from app.services import Services
 
 SUCCESS = {"success": True, "sucess": True}
-_SLICE = 500  # documents rendered and sent together
 
 
 def services(request: Request) -> Services:
@@ -106,24 +106,41 @@ async def read_json(request: Request, limit: int | None = None) -> Any:
         raise BadRequest("The body is not valid JSON") from None
 
 
+class JSONStream(Response):
+    """A JSON body sent in chunks as ``chunks`` yields them. Starlette's StreamingResponse
+    runs a task group per response to notice a client going away; Admission already does
+    that for every API request (and cancels its work), so this one only sends."""
+
+    media_type = "application/json"
+
+    def __init__(self, chunks: AsyncIterator[bytes], headers: Mapping[str, str] | None = None):
+        self.status_code = 200
+        self.body_iterator = chunks
+        self.background = None
+        raw = [(b"content-type", b"application/json")]
+        if headers:
+            raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.raw_headers = raw
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        async for chunk in self.body_iterator:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 def json_array_response(
-    documents: AsyncIterator[Any], headers: Mapping[str, str] | None = None
-) -> StreamingResponse:
-    """A JSON array streamed in chunks as the cursor yields, so a 10,000-entity page never
-    sits whole in memory."""
+    slices: AsyncIterator[list[Any]], headers: Mapping[str, str] | None = None
+) -> JSONStream:
+    """A JSON array streamed a slice of documents at a time as the cursor yields them, so a
+    10,000-entity page never sits whole in memory."""
 
     async def body() -> AsyncIterator[bytes]:
         opening = b"["
-        pending: list[Any] = []
-        async for document in documents:
-            pending.append(document)
-            if len(pending) == _SLICE:
-                yield opening + jsonio.dumps_items(pending)
+        async for documents in slices:
+            if documents:
+                yield opening + jsonio.dumps_items(documents)
                 opening = b","
-                pending.clear()
-        if pending:
-            yield opening + jsonio.dumps_items(pending) + b"]"
-        else:
-            yield b"[]" if opening == b"[" else b"]"
+        yield b"[]" if opening == b"[" else b"]"
 
-    return StreamingResponse(body(), headers=headers, media_type="application/json")
+    return JSONStream(body(), headers)

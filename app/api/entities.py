@@ -98,7 +98,7 @@ async def list_entities(request: Request) -> Response:
             if token is None:  # sort values too long to carry: continue by offset
                 following["offset"] = str(query.offset + query.limit)
         headers["Link"] = f'<{request.url.path}?{urlencode(following)}>; rel="next"'
-    return json_array_response(page.documents, headers)
+    return json_array_response(page.slices, headers)
 
 
 async def patch(request: Request) -> Response:

@@ -109,7 +109,7 @@ async def test_a_full_page_is_streamed_not_held(big: Big):
     try:
         page = await services.entities.list(STORE, query, principal)
         size = chunks = 0
-        async for chunk in json_array_response(page.documents).body_iterator:
+        async for chunk in json_array_response(page.slices).body_iterator:
             size += len(chunk)
             chunks += 1
         _, streamed_peak = tracemalloc.get_traced_memory()
@@ -155,7 +155,7 @@ async def test_a_full_page_is_one_query_when_it_fits(
 
         monkeypatch.setattr(AsyncCollection, name, counted)
     page = await services.entities.list(store, query, principal)
-    listed = [document async for document in page.documents]
+    listed = [document async for piece in page.slices for document in piece]
     monkeypatch.undo()
     assert len(made) == queries, made
     assert [d["n"] for d in listed] == list(range(MAX_LIMIT))
