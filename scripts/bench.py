@@ -200,6 +200,7 @@ async def run(args: argparse.Namespace) -> None:
             script = workdir / f"{op}-{role}.lua"
             script.write_text(lua(op, tokens[role], sample))
             before = (tree_cpu(server.pid), cpu_seconds(database.pid), await opcount(meter))
+            began = time.monotonic()
             found = await asyncio.to_thread(
                 subprocess.run,
                 [wrk, "-t2", f"-c{connections}", f"-d{args.seconds}s", "--latency",
@@ -207,11 +208,13 @@ async def run(args: argparse.Namespace) -> None:
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             after = (tree_cpu(server.pid), cpu_seconds(database.pid), await opcount(meter))
+            span = time.monotonic() - began
             api = parse_wrk(found.stdout)
             n = max(api["requests"], 1.0)
+            cpu = after[0] - before[0]
             return {
                 "rate": api["rate"], "p50": api["p50"], "p99": api["p99"],
-                "cpu": (after[0] - before[0]) / n * 1000,
+                "cpu": cpu / n * 1000, "net": max(0.0, cpu - idle * span) / n * 1000,
                 "db": (after[1] - before[1]) / n * 1000,
                 "ops": (after[2] - before[2] - 2) / n, "errors": api["errors"],
             }  # fmt: skip
@@ -230,10 +233,19 @@ async def run(args: argparse.Namespace) -> None:
             m = max(raw["ops"], 1)
             return {
                 "rate": raw["ops"] / raw["span"], "p50": raw["p50"], "p99": raw["p99"],
-                "cpu": raw["cpu"] / m * 1000, "db": (after[0] - before[0]) / m * 1000,
+                "cpu": raw["cpu"] / m * 1000, "net": raw["cpu"] / m * 1000,
+                "db": (after[0] - before[0]) / m * 1000,
                 "ops": (after[1] - before[1] - 2) / m, "errors": 0.0,
             }  # fmt: skip
 
+        # What the server spends with no request at all (its change streams, lease and
+        # definition polls, the driver's monitors): per request it weighs most on slow
+        # operations, so the table also shows CPU per request net of it.
+        idle_from, idle_began = tree_cpu(server.pid), time.monotonic()
+        await asyncio.sleep(IDLE_S)
+        idle = (tree_cpu(server.pid) - idle_from) / (time.monotonic() - idle_began)
+        say(f"idle server: {idle * 1000:.1f} ms of CPU per second")
+        args.idle_ms = idle * 1000
         runs: dict[tuple[str, str], tuple[list[dict[str, float]], list[dict[str, float]]]] = {}
         for repetition in range(args.repeat):
             for op in args.operations:
@@ -264,6 +276,9 @@ async def run(args: argparse.Namespace) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+IDLE_S = 4.0
+
+
 def _median(samples: list[dict[str, float]]) -> dict[str, float]:
     """Each figure's median over the repetitions."""
     return {name: statistics.median(s[name] for s in samples) for name in samples[0]}
@@ -273,19 +288,23 @@ def print_table(rows: list[tuple[str, str, dict[str, float], dict[str, float]]],
     print(
         f"\nscripts/bench --entities {args.entities} --seconds {args.seconds} "
         f"--workers {args.workers} --repeat {args.repeat} "
-        f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores; medians)\n"
+        f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores; medians; idle server "
+        f"{args.idle_ms:.1f} ms CPU/s)\n"
     )
     print(
-        "| operation | as | API req/s | raw ops/s | API p50 / p99 ms | API CPU ms/req | raw CPU "
-        "ms/op | CPU ratio | API DB CPU ms | raw DB CPU ms | DB ratio | DB ops/req (raw) | errors |"
+        "| operation | as | API req/s | raw ops/s | API p50 / p99 ms | API CPU ms/req (net of "
+        "idle) | raw CPU ms/op | CPU ratio (net) | API DB CPU ms | raw DB CPU ms | DB ratio | "
+        "DB ops/req (raw) | errors |"
     )
     print("|---" * 13 + "|")
     for op, role, api, raw in rows:
         cpu_ratio = api["cpu"] / raw["cpu"] if raw["cpu"] else float("nan")
+        net_ratio = api["net"] / raw["cpu"] if raw["cpu"] else float("nan")
         db_ratio = api["db"] / raw["db"] if raw["db"] else float("nan")
         print(
             f"| {op} | {role} | {api['rate']:.1f} | {raw['rate']:.1f} | {api['p50']:.1f} / "
-            f"{api['p99']:.1f} | {api['cpu']:.2f} | {raw['cpu']:.2f} | {cpu_ratio:.2f}x | "
+            f"{api['p99']:.1f} | {api['cpu']:.2f} ({api['net']:.2f}) | {raw['cpu']:.2f} | "
+            f"{cpu_ratio:.2f}x ({net_ratio:.2f}x) | "
             f"{api['db']:.2f} | {raw['db']:.2f} | {db_ratio:.2f}x | {api['ops']:.2f} "
             f"({raw['ops']:.2f}) | {int(api['errors'])} |"
         )

@@ -184,6 +184,14 @@ def _remove_path(document: Any, segments: list[str], copied: set[int]) -> None:
         parent[int(last)] = None
 
 
+def _drained(stream: Any) -> bool:
+    """Whether the changes the last read brought are all handed over (the next one would
+    read from the database). The driver does not say so publicly; without its buffer to look
+    at, never (no pacing, as before)."""
+    buffered = getattr(getattr(stream, "_cursor", None), "_data", None)
+    return buffered is not None and not buffered
+
+
 class ChangeSource:
     """Follows the database's change stream and calls ``sink`` with each store change: of
     every store, or of those ``stores()`` names."""
@@ -194,8 +202,12 @@ class ChangeSource:
         sink: Callable[[Change], None],
         stores: Callable[[], Collection[str]] | None = None,
         resume_after: Document | None = None,
+        pace_s: float = 0.0,
     ):
         self.storage = storage
+        # Once the changes read are handed over, wait this long before reading again, so that
+        # one read brings what came meanwhile (for a reader that can wait: history).
+        self.pace_s = pace_s
         self.sink = sink
         self.resume_after = resume_after
         # The position of the last change handed to the sink (None before the first).
@@ -327,6 +339,8 @@ class ChangeSource:
                         self.resume_after = stream.resume_token or self.resume_after
                         if event is not None:
                             self._deliver(event)
+                            if self.pace_s and _drained(stream):
+                                await asyncio.sleep(self.pace_s)
                         elif self.watching is not None and not self.watching:
                             # Following no store: the stream only keeps its token fresh
                             # (a database may answer a wait early at every write elsewhere).

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
+from pymongo import monitoring
 
 from app import history as history_module
 from app.history import History
@@ -179,6 +180,53 @@ async def test_a_source_that_follows_no_store_barely_reads_while_others_write(
         assert reads <= seconds / changes.IDLE_PAUSE_S + 2, (reads, seconds)
     finally:
         await source.stop()
+
+
+class GetMores(monitoring.CommandListener):
+    """Counts the getMore commands sent to one database."""
+
+    def __init__(self, db_name: str):
+        self.db_name = db_name
+        self.count = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "getMore" and event.database_name == self.db_name:
+            self.count += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_paced_source_reads_what_came_meanwhile_in_one_go(mongodb_url):
+    """The history recorder's stream waits after each read: one database read for many
+    changes, not one per change, and still every change, once, in order."""
+    db_name = unique("paced")
+    listener = GetMores(db_name)
+    monitoring.register(listener)  # for clients made from now on: the one below
+    storage = Storage(mongodb_url, db_name)
+    got: list[Change] = []
+    source = ChangeSource(storage, got.append, pace_s=history_module.PACE_S)
+    source.start()
+    try:
+        await asyncio.wait_for(source.ready.wait(), 10)
+        async with raw_database(mongodb_url, db_name) as raw:
+            started, listener.count = time.monotonic(), 0
+            things = raw["things"]
+            ids = [(await things.insert_one({"n": n})).inserted_id for n in range(200)]
+            seconds = time.monotonic() - started
+            await eventually(lambda: len(got) >= 200)
+        assert [c.id for c in got] == ids
+        # One read per pause (and the one that waits for the next change), not one per change.
+        most = 2 * seconds / history_module.PACE_S + 5
+        assert listener.count <= most, (listener.count, seconds)
+        assert listener.count < 100, listener.count
+    finally:
+        await source.stop()
+        listener.db_name = ""  # registered for good: let it count nothing from now on
+        await storage.close()
 
 
 async def test_a_new_subscriber_hears_only_of_what_follows_its_subscription(live, make_user):
