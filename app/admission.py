@@ -220,7 +220,9 @@ class _Watch:
             # A request with a body, still being read by the app (or one already finished).
             message = await self._receive()
             if message["type"] == "http.request" and not message.get("more_body", False):
-                self._start()  # the whole body is in: from now on, watch for the client
+                # The whole body is in: from now on, watch for the client, once the request
+                # has run for WATCH_AFTER_S (most are done by then; a watch is a task).
+                self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start)
             return message
         if not self._handed_first:
             self._handed_first = True

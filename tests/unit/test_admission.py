@@ -78,7 +78,15 @@ def _app(events: list[str]) -> Starlette:
     async def echo(request: Request) -> JSONResponse:
         return JSONResponse({"got": len(await request.body())})
 
-    routes = [Route("/api/v1/slow/{x}", slow), Route("/api/v1/x", echo, methods=["POST"])]
+    async def slow_write(request: Request) -> JSONResponse:
+        await request.body()
+        return await slow(request)
+
+    routes = [
+        Route("/api/v1/slow/{x}", slow),
+        Route("/api/v1/slow/{x}", slow_write, methods=["POST"]),
+        Route("/api/v1/x", echo, methods=["POST"]),
+    ]
     return Starlette(routes=routes)
 
 
@@ -121,6 +129,19 @@ async def test_a_client_that_goes_away_cancels_its_request():
     await asyncio.wait_for(task, 1)  # returns quietly, nothing sent
     assert events == ["started", "cancelled"] and sent == []
     assert app.lanes["read"].running == 0
+
+
+async def test_a_client_that_goes_away_after_sending_a_body_cancels_its_request():
+    events: list[str] = []
+    app = Admission(_app(events), DEFAULT_LIMITS)
+    body = [{"type": "http.request", "body": b"{}", "more_body": False}]
+    queue, sent, task = await _call(app, "POST", "/api/v1/slow/1", body)
+    await asyncio.sleep(0.01)
+    assert events == ["started"]
+    queue.put_nowait({"type": "http.disconnect"})  # before the watch starts: it reads it then
+    await asyncio.wait_for(task, 1)
+    assert events == ["started", "cancelled"] and sent == []
+    assert app.lanes["write"].running == 0
 
 
 async def test_bodies_are_read_by_the_app_and_the_request_completes():
