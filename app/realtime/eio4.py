@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import secrets
 import time
 from typing import Any
@@ -37,6 +38,7 @@ from starlette.types import Receive, Scope, Send
 
 from app import jsonio
 from app.errors import APIError, BadRequest, Internal
+from app.realtime.outbox import run_now
 from app.realtime.peers import Dispatcher, SocketAuthenticator
 from app.realtime.wire import (
     DEFAULT_NAMESPACE,
@@ -98,7 +100,7 @@ class EIO4Front:
         await socket.send({"type": "websocket.accept"})
         handshake = {"sid": secrets.token_urlsafe(15), **self._handshake}
         await socket.send_text("0" + json_text(handshake))
-        connection = _Connection(socket, time.monotonic() + self._interval)
+        connection = _Connection(socket, self.first_ping(time.monotonic()))
         self._connections.add(connection)
         self._keep_heartbeat()
         try:
@@ -110,6 +112,13 @@ class EIO4Front:
                 await self._dispatcher.detach(connection.peer)
 
     # --- heartbeat -------------------------------------------------------------------------
+
+    def first_ping(self, now: float) -> float:
+        """When a new connection gets its first ping: somewhere in the second half of the
+        interval, so sockets that connect together (a page load, a reconnect storm) are not
+        pinged together ever after; a sweep of thousands of pings costs as much CPU as a
+        fan-out to them. Pinging sooner than the interval is always allowed."""
+        return now + self._interval * (0.5 + 0.5 * random.random())  # noqa: S311 - not a secret
 
     def _keep_heartbeat(self) -> None:
         if self._heartbeat is None or self._heartbeat.done():
@@ -131,10 +140,15 @@ class EIO4Front:
                     self._spawn(connection.socket.send_text(_PING))
 
     def _spawn(self, work: Any) -> None:
-        # A send may wait on a slow client's socket: never in the heartbeat loop itself.
-        task: asyncio.Task[None] = asyncio.ensure_future(work)
-        self._pings.add(task)
-        task.add_done_callback(self._pings.discard)
+        # Run at once (almost every ping is written without waiting); a send that has to wait
+        # on a slow client's socket goes on as a task, never in the heartbeat loop itself.
+        try:
+            task = run_now(work)
+        except Exception:  # the socket is going away: its own loop ends it
+            return
+        if task is not None:
+            self._pings.add(task)
+            task.add_done_callback(self._pings.discard)
 
     # --- frames ----------------------------------------------------------------------------
 

@@ -248,3 +248,12 @@ async def test_concurrent_emits_arrive_whole(server: Server, client: ClientConne
     await asyncio.gather(*(peer.emit_encoded("change", f'{{"n":{n}}}') for n in range(50)))
     received = [await recv_json(client, "42") for _ in range(50)]
     assert [item[1]["n"] for item in received] == list(range(50))
+
+
+async def test_first_pings_are_spread_over_the_second_half_of_the_interval() -> None:
+    """Sockets that connect together are not pinged together ever after."""
+    server = Server()
+    front = EIO4Front(server.dispatcher, server.authenticate, ping_interval_ms=10000)
+    firsts = [front.first_ping(100.0) for _ in range(200)]
+    assert all(105.0 <= first <= 110.0 for first in firsts)
+    assert max(firsts) - min(firsts) > 2.5
