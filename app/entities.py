@@ -177,17 +177,19 @@ class Entities:
         # (the Link header, sent before the body). Held while it is read; past WHOLE_PAGE
         # entities only up to HOLD_BYTES of BSON, and a page that turns out larger is read
         # again, streamed (below).
-        per = BATCH if hides else PROJECTED_BATCH
+        wanted = query.limit + 1
+        if query.limit <= WHOLE_PAGE:
+            batch = wanted  # one round trip
+        else:
+            batch = _even_batches(query.limit, BATCH if hides else PROJECTED_BATCH)
         cursor = (
-            collection.find_raw_batches(
-                selected, query.projection(), batch_size=_even_batches(query.limit + 1, per)
-            )
+            collection.find_raw_batches(selected, query.projection(), batch_size=batch)
             .sort(query.order())
             .skip(query.offset)
             .limit(query.limit + 1)
         )
         bound = HOLD_BYTES if query.limit > WHOLE_PAGE else None
-        held = await _read_whole(cursor, query.limit + 1, bound)
+        held = await _read_whole(cursor, wanted, bound)
         if held is None:
             return await self._streamed(store, query, selected, hides)
         return await self._held(store, query, held[0], held[1], hides)
@@ -553,11 +555,11 @@ async def _empty() -> AsyncIterator[list[Document]]:
     yield  # pragma: no cover
 
 
-def _even_batches(count: int, most: int) -> int:
-    """A batch size of at most ``most`` that splits ``count`` entities into the fewest round
-    trips, none of them left nearly empty."""
-    trips = -(-count // most)
-    return -(-count // trips)
+def _even_batches(page: int, most: int) -> int:
+    """A batch size that reads ``page`` entities and the one after them in as many round
+    trips as batches of ``most`` would take for the page alone, none left nearly empty."""
+    trips = -(-page // most)
+    return -(-(page + 1) // trips)
 
 
 def _may_hold_hidden(query: ListQuery) -> bool:

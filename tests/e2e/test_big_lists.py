@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.cursor import AsyncCursor
 
 from app.http import json_array_response
 from app.main import create_app
@@ -162,6 +163,33 @@ async def test_a_full_page_is_one_query_when_it_fits(
     assert page.last is not None and page.last.id == listed[-1]["_id"]
     if only:
         assert set(listed[0]) == {"_id", "n", "name"}
+
+
+@pytest.mark.parametrize(
+    ("params", "trips"),
+    [({"limit": ["1000"]}, 1), ({"limit": ["10000"], "only": ["n,name"]}, 4)],
+    ids=["1000 entities: one round trip", "10,000 entities of two fields: four"],
+)
+async def test_round_trips_of_a_page(
+    big: Big, params: dict[str, list[str]], trips: int, monkeypatch: pytest.MonkeyPatch
+):
+    services = big.app.state.services
+    principal = principal_of(await services.users.find(big.reader.id))
+    made = 0
+    original = AsyncCursor._send_message  # one call per round trip (find, getMore)
+
+    async def counted(cursor, *args, **kwargs):
+        nonlocal made
+        if cursor.collection.name == SMALL:
+            made += 1
+        return await original(cursor, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncCursor, "_send_message", counted)
+    page = await services.entities.list(SMALL, parse_list_query(params), principal)
+    listed = [document async for piece in page.slices for document in piece]
+    monkeypatch.undo()
+    assert len(listed) == int(params["limit"][0]) and page.last is not None
+    assert made == trips
 
 
 async def test_a_page_that_fits_links_only_when_more_follow(big: Big):
