@@ -25,7 +25,7 @@ import pymongo
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import Unavailable
-from app.middleware import render
+from app.middleware import render, scope_request_id
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,7 @@ class Admission:
                 f"The server is busy ({name} requests); try again shortly",
                 retry_after=self.limits.retry_after_s,
             )
-            rid = str(scope.get("state", {}).get("request_id", ""))
-            await render(error, rid)(scope, receive, send)
+            await render(error, scope_request_id(scope))(scope, receive, send)
             return
         deadline = self.limits.query_timeout_s if name == "list" else self.limits.db_timeout_s
         services = getattr(scope["app"].state, "services", None) if "app" in scope else None

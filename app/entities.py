@@ -186,7 +186,7 @@ class Entities:
             collection.find_raw_batches(selected, query.projection(), batch_size=batch)
             .sort(query.order())
             .skip(query.offset)
-            .limit(query.limit + 1)
+            .limit(wanted)
         )
         bound = HOLD_BYTES if query.limit > WHOLE_PAGE else None
         held = await _read_whole(cursor, wanted, bound)

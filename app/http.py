@@ -33,13 +33,16 @@ class JSONBytes(Response):
         self.status_code = status
         self.body = body
         self.background = None
-        raw = [
-            (b"content-length", str(len(body)).encode()),
-            (b"content-type", b"application/json"),
-        ]
-        if headers:
-            raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        self.raw_headers = raw
+        self.raw_headers = _json_headers(headers, (b"content-length", str(len(body)).encode()))
+
+
+def _json_headers(
+    headers: Mapping[str, str] | None, *first: tuple[bytes, bytes]
+) -> list[tuple[bytes, bytes]]:
+    raw = [*first, (b"content-type", b"application/json")]
+    if headers:
+        raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    return raw
 
 
 def json_response(
@@ -117,10 +120,7 @@ class JSONStream(Response):
         self.status_code = 200
         self.body_iterator = chunks
         self.background = None
-        raw = [(b"content-type", b"application/json")]
-        if headers:
-            raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        self.raw_headers = raw
+        self.raw_headers = _json_headers(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})

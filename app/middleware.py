@@ -37,7 +37,12 @@ _BY_STATUS: dict[int, type[APIError]] = {
 
 
 def request_id(request: Request) -> str:
-    return str(request.scope.get("state", {}).get("request_id", ""))
+    return scope_request_id(request.scope)
+
+
+def scope_request_id(scope: Scope) -> str:
+    """The id ``RequestContext`` gave the request (empty outside it)."""
+    return str(scope.get("state", {}).get("request_id", ""))
 
 
 def render(error: APIError, rid: str) -> Response:

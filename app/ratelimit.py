@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import COOKIE
 from app.errors import TooManyRequests
-from app.middleware import render
+from app.middleware import render, scope_request_id
 
 WINDOW_S = 60
 MAX_KEYS = 100_000
@@ -73,8 +73,7 @@ class RateLimit:
                 retry_after=reset,
             )
             error.headers.update(limits)
-            rid = str(scope.get("state", {}).get("request_id", ""))
-            await render(error, rid)(scope, receive, send)
+            await render(error, scope_request_id(scope))(scope, receive, send)
             return
 
         async def with_limits(message: Message) -> None:

@@ -143,7 +143,7 @@ class translated_async:
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
-        if isinstance(exc, PyMongoError) and not isinstance(exc, APIError):
+        if isinstance(exc, PyMongoError):
             _raise_api_error(exc)
 
 

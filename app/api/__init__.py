@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.api import audit, console, docs, entities, session, stores, system, tokens, users
 from app.errors import APIError, MethodNotAllowed, NotFound
-from app.middleware import render
+from app.middleware import render, scope_request_id
 
 V1 = "/api/v1"
 SYSTEM_NAMES = frozenset({"auth", "_me", "_users", "_tokens", "_stores", "_audit", "openapi.json"})
@@ -38,12 +38,13 @@ class Resource(Route):
         handler = self.handlers.get(scope["method"])
         response: Response
         if handler is None:
-            response = render(MethodNotAllowed(headers={"Allow": self.allow}), _rid(scope))
+            error: APIError = MethodNotAllowed(headers={"Allow": self.allow})
+            response = render(error, scope_request_id(scope))
         else:
             try:
                 response = await handler(Request(scope, receive, send))
-            except APIError as error:
-                response = render(error, _rid(scope))
+            except APIError as raised:
+                response = render(raised, scope_request_id(scope))
         await response(scope, receive, send)
 
 
@@ -68,15 +69,11 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1000})
         return
-    await render(NotFound(), _rid(scope))(scope, receive, send)
+    await render(NotFound(), scope_request_id(scope))(scope, receive, send)
 
 
 async def _unreachable(request: Request) -> Response:  # pragma: no cover - handle() calls
     raise NotFound()
-
-
-def _rid(scope: Scope) -> str:
-    return str(scope.get("state", {}).get("request_id", ""))
 
 
 # Store routes first, in the order below (a route of a system resource never matches there,
