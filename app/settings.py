@@ -37,6 +37,7 @@ DEFAULTS: dict[str, str] = {
     "RATE_LIMIT": "0",
     "HISTORY_RETENTION_DAYS": "90",
     "GC_FREEZE_SECONDS": "5",
+    "WS_COMPRESSION": "false",
 }
 
 
@@ -76,6 +77,17 @@ def _number(env: Mapping[str, str], name: str, *, zero_is_off: bool = False) -> 
     return value
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or DEFAULTS[name]).strip().lower()
+    if raw not in _TRUE | _FALSE:
+        raise SettingsError(f"{name} must be true or false, got {raw!r}")
+    return raw in _TRUE
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str
@@ -104,6 +116,7 @@ class Settings:
     rate_limit: int
     history_retention_days: float
     gc_freeze_s: float
+    ws_compression: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -141,6 +154,7 @@ class Settings:
             rate_limit=_whole(env, "RATE_LIMIT"),
             history_retention_days=_number(env, "HISTORY_RETENTION_DAYS"),
             gc_freeze_s=_number(env, "GC_FREEZE_SECONDS", zero_is_off=True),
+            ws_compression=_flag(env, "WS_COMPRESSION"),
         )
 
     def limits(self) -> Limits:

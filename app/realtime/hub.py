@@ -104,7 +104,10 @@ class Client:
         # Past QUEUE_LIMIT waiting events the socket is closed: the client resumes from its
         # last token.
         self.outbox = Outbox(
-            functools.partial(peer.emit_encoded, "change"), QUEUE_LIMIT, self.close
+            functools.partial(peer.emit_encoded, "change"),
+            QUEUE_LIMIT,
+            self.close,
+            now=functools.partial(peer.emit_now, "change"),
         )
 
     def set_principal(self, principal: Principal) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 Write = Callable[[str], Coroutine[Any, Any, None]]
+WriteNow = Callable[[str], bool]
 
 
 def run_now(coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
@@ -57,12 +58,20 @@ async def _carry_on(coroutine: Coroutine[Any, Any, None], waiting: Any) -> None:
 class Outbox:
     """Events for one socket, in order. ``write`` must never raise for a socket that has gone
     (``Peer.emit_encoded`` guarantees that); ``overflow`` is called once more than ``limit``
-    events wait."""
+    events wait. ``now``, when given, is tried first while nothing waits: it writes without
+    any coroutine at all when it can (``Peer.emit_now``), and returns False when it cannot."""
 
-    __slots__ = ("_backlog", "_drainer", "_limit", "_overflow", "_waiting", "_write")
+    __slots__ = ("_backlog", "_drainer", "_limit", "_now", "_overflow", "_waiting", "_write")
 
-    def __init__(self, write: Write, limit: int, overflow: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        write: Write,
+        limit: int,
+        overflow: Callable[[], None],
+        now: WriteNow | None = None,
+    ) -> None:
         self._write = write
+        self._now = now
         self._limit = limit
         self._overflow = overflow
         self._backlog: deque[str] = deque()
@@ -75,6 +84,8 @@ class Outbox:
                 self._overflow()
                 return
             self._backlog.append(payload)
+            return
+        if self._now is not None and self._now(payload):
             return
         self._waiting = run_now(self._write(payload))
         if self._waiting is not None:

@@ -26,6 +26,11 @@ class Peer(Protocol):
         """Send an event whose data is already JSON text (the hub encodes each change once,
         not once per subscriber); never raises for a connection that has gone."""
 
+    def emit_now(self, event: str, data: str) -> bool:
+        """``emit_encoded`` done at once, if the connection can take the frame without any
+        wait (``frames.DirectFrames``); False when nothing was sent and ``emit_encoded`` must
+        be used."""
+
     async def close(self) -> None:
         """Disconnect the client (used when its session ends or its token is revoked)."""
 

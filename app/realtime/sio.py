@@ -75,6 +75,9 @@ class SioPeer:
         except Exception:  # the socket went away meanwhile
             log.debug("emit to %s failed", self.sid, exc_info=True)
 
+    def emit_now(self, event: str, data: str) -> bool:
+        return False  # python-socketio writes its own packets
+
     async def close(self) -> None:
         await self.server.disconnect(self.sid)
 

@@ -19,6 +19,7 @@ from starlette.types import Scope, Send
 from app import jsonio
 from app.acl import Principal
 from app.errors import BadRequest, Invalid
+from app.realtime.frames import DirectFrames
 
 DEFAULT_NAMESPACE = "/"
 _CHANGE = '42["change",'  # the frame of every change event, up to its data
@@ -29,11 +30,12 @@ _MAX_ACK_ID_DIGITS = 16
 class WireSocket:
     """Serialises sends to one ASGI websocket; a send after the client has gone is dropped."""
 
-    __slots__ = ("_lock", "_send", "closed")
+    __slots__ = ("_direct", "_lock", "_send", "closed")
 
     def __init__(self, send: Send) -> None:
         self._send = send
         self._lock = asyncio.Lock()
+        self._direct = DirectFrames.of(send)
         self.closed = False
 
     def gone(self) -> None:
@@ -45,6 +47,20 @@ class WireSocket:
 
     async def send_text(self, text: str) -> None:
         await self.send({"type": "websocket.send", "text": text})
+
+    def write_now(self, text: str) -> bool:
+        """Write a text frame without waiting, when nothing else is being sent and the
+        connection takes it directly; False when ``send_text`` must be used instead. A
+        socket that has gone takes (and drops) it."""
+        if self.closed:
+            return True
+        if self._direct is None or self._lock.locked():
+            return False
+        try:
+            return self._direct.write_text(text)
+        except (OSError, RuntimeError):  # the transport went away under us
+            self.closed = True
+            return True
 
     async def close(self, code: int, reason: str, *, farewell: str | None = None) -> None:
         async with self._lock:
@@ -76,11 +92,18 @@ class WirePeer:
         await self.socket.send_text("42" + json_text([event, data]))
 
     async def emit_encoded(self, event: str, data: str) -> None:
-        head = _CHANGE if event == "change" else f"42[{json_text(event)},"
-        await self.socket.send_text(head + data + "]")
+        await self.socket.send_text(_event_text(event, data))
+
+    def emit_now(self, event: str, data: str) -> bool:
+        return self.socket.write_now(_event_text(event, data))
 
     async def close(self) -> None:
         await self.socket.close(1000, "", farewell="41")
+
+
+def _event_text(event: str, data: str) -> str:
+    head = _CHANGE if event == "change" else f"42[{json_text(event)},"
+    return head + data + "]"
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,13 @@ from starlette.types import ASGIApp
 
 
 @asynccontextmanager
-async def serving(app: ASGIApp) -> AsyncIterator[int]:
-    """Serve ``app`` until the block ends; yields the port."""
+async def serving(app: ASGIApp, ws: str = "auto") -> AsyncIterator[int]:
+    """Serve ``app`` until the block ends (``ws``: uvicorn's websocket protocol); yields the
+    port."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(
-        app, interface="asgi3", lifespan="off", log_config=None, log_level="warning"
+        app, interface="asgi3", lifespan="off", log_config=None, log_level="warning", ws=ws
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

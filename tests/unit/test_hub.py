@@ -30,6 +30,9 @@ class _Peer:
     async def emit_encoded(self, event: str, data: str) -> None:
         return None
 
+    def emit_now(self, event: str, data: str) -> bool:
+        return False
+
     async def close(self) -> None:
         return None
 

@@ -118,3 +118,27 @@ async def test_cancelling_the_carrying_task_cancels_the_coroutine():
     with pytest.raises(asyncio.CancelledError):
         await task
     assert cleaned == ["finally"] and never.cancelled()
+
+
+async def test_a_write_that_can_be_made_at_once_skips_the_coroutine():
+    socket = Socket()
+    direct: list[str] = []
+
+    def now(payload: str) -> bool:
+        if socket.open.is_set():
+            direct.append(payload)
+            return True
+        return False
+
+    outbox = Outbox(socket.write, 10, lambda: pytest.fail("no overflow expected"), now=now)
+    outbox.put("a")
+    assert direct == ["a"] and socket.written == []
+    socket.open.clear()  # now declines; the coroutine's write waits
+    outbox.put("b")
+    socket.open.set()  # a later event must not overtake the waiting one
+    outbox.put("c")
+    assert direct == ["a"]
+    await asyncio.sleep(0.01)
+    assert socket.written == ["b", "c"]
+    outbox.put("d")  # drained: at once again
+    assert direct == ["a", "d"]

@@ -115,3 +115,11 @@ def test_gc_freeze_seconds_default_off_and_refusals() -> None:
     for bad in ("-1", "soon", "inf", "nan"):
         with pytest.raises(SettingsError, match="GC_FREEZE_SECONDS"):
             Settings.from_env({"GC_FREEZE_SECONDS": bad})
+
+
+def test_websocket_compression_is_off_unless_turned_on() -> None:
+    assert Settings.from_env({}).ws_compression is False
+    for raw, wanted in (("true", True), ("1", True), ("On", True), ("false", False), ("0", False)):
+        assert Settings.from_env({"WS_COMPRESSION": raw}).ws_compression is wanted
+    with pytest.raises(SettingsError, match="WS_COMPRESSION"):
+        Settings.from_env({"WS_COMPRESSION": "maybe"})
