@@ -47,7 +47,10 @@ def iso_ms(value: datetime | DatetimeMS | int) -> str:
         if value.tzinfo is not None:
             value = value.astimezone(UTC).replace(tzinfo=None)
         return _iso(value)
-    millis = int(value)
+    return _iso_millis(int(value))
+
+
+def _iso_millis(millis: int) -> str:
     try:
         moment = _NAIVE_EPOCH + timedelta(milliseconds=millis)
     except OverflowError:
@@ -70,6 +73,12 @@ def ms(value: datetime) -> int:
 
 
 def _default(value: Any) -> Any:
+    kind = type(value)
+    # The two types of (almost) every entity first, by exact type: lists render thousands.
+    if kind is ObjectId:
+        return value.binary.hex()
+    if kind is DatetimeMS:
+        return _iso_millis(int(value))
     if isinstance(value, ObjectId):
         return str(value)
     if isinstance(value, (DatetimeMS, datetime)):

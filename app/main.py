@@ -81,9 +81,11 @@ def create_app(settings: Settings) -> Starlette:
             max_message_bytes=settings.max_body_bytes,
             polling=settings.workers == 1,
         ),
-        Middleware(RateLimit, per_minute=settings.rate_limit),  # before any work is admitted
-        Middleware(Admission, limits=settings.limits()),  # API requests only, not sockets
     ]
+    if settings.rate_limit > 0:  # off, it is not a layer at all (each one costs every request)
+        middleware.append(Middleware(RateLimit, per_minute=settings.rate_limit))
+    # Rate limits come before any work is admitted; API requests only, not sockets.
+    middleware.append(Middleware(Admission, limits=settings.limits()))
     if settings.cors_origins:
         middleware.append(
             Middleware(

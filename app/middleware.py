@@ -4,6 +4,7 @@ the body)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -34,6 +35,25 @@ _BY_STATUS: dict[int, type[APIError]] = {
     413: TooLarge,
     415: UnsupportedMediaType,
 }
+
+
+class _Ids:
+    """Request ids: a random prefix per process, then a counter (unique, cheap; an id is
+    not a secret). A forked child starts a prefix of its own."""
+
+    def __init__(self) -> None:
+        self.restart()
+        os.register_at_fork(after_in_child=self.restart)
+
+    def restart(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+_ids = _Ids()
 
 
 def request_id(request: Request) -> str:
@@ -86,8 +106,12 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = given if _SANE_ID.fullmatch(given) else os.urandom(16).hex()
+        given = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                given = value.decode("latin-1")
+                break
+        rid = given if given and _SANE_ID.fullmatch(given) else _ids.next()
         path = scope["path"]
         scope.setdefault("state", {})["request_id"] = rid
         header = (b"x-request-id", rid.encode("latin-1"))

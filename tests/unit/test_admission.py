@@ -65,6 +65,39 @@ async def test_a_waiter_gives_up_after_the_wait():
     assert await lane.enter(0.05)
 
 
+async def test_slots_are_never_lost_when_waiters_give_up_or_are_cancelled():
+    lane = Lane("read", 2)
+    assert lane.try_enter() and lane.try_enter() and not lane.try_enter()
+    gave_up = asyncio.create_task(lane.enter(0.02))
+    cancelled = asyncio.create_task(lane.enter(5))
+    await asyncio.sleep(0.005)
+    cancelled.cancel()  # its client went away while it waited
+    assert await gave_up is False
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    lane.leave()
+    lane.leave()
+    assert (lane.running, lane.waiting) == (0, 0)
+    assert lane.try_enter() and lane.try_enter() and not lane.try_enter()
+
+
+async def test_a_slot_handed_to_a_waiter_that_is_cancelled_passes_to_the_next():
+    lane = Lane("read", 2)
+    assert lane.try_enter() and lane.try_enter()
+    first = asyncio.create_task(lane.enter(5))
+    second = asyncio.create_task(lane.enter(5))
+    await asyncio.sleep(0.005)
+    lane.leave()  # the slot goes to ``first``...
+    first.cancel()  # ...which is cancelled before it could run
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await second is True
+    assert lane.running == 2
+    lane.leave()
+    lane.leave()
+    assert (lane.running, lane.waiting) == (0, 0)
+
+
 def _app(events: list[str]) -> Starlette:
     async def slow(request: Request) -> JSONResponse:
         events.append("started")

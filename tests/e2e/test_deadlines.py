@@ -1,0 +1,73 @@
+"""``DB_TIMEOUT_MS`` against a database that stops answering (its process paused with
+SIGSTOP): a GET of one entity by id (its own request deadline) and any other request (the
+driver's client-side timeout) are answered 503 with ``Retry-After`` soon after the deadline,
+and once the database answers again, so does the API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from app.embedded import EmbeddedDatabase
+from tests.e2e.conftest import ADMIN_PASSWORD, client_for, make_settings
+from tests.e2e.support import running
+
+pytestmark = pytest.mark.asyncio
+
+DEADLINE_MS = 700
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[EmbeddedDatabase]:
+    """A database of this test's own: pausing it must not stall the others' tests."""
+    db = EmbeddedDatabase(tmp_path / "db")
+    db.start()
+    try:
+        yield db
+    finally:
+        if db.pid is not None:
+            os.kill(db.pid, signal.SIGCONT)
+        db.stop()
+
+
+async def test_requests_past_the_deadline_get_503_and_recover(database, tmp_path):
+    settings = make_settings(
+        database.url, tmp_path / "data", DB_TIMEOUT_MS=str(DEADLINE_MS), MONGODB_DB="deadlines"
+    )
+    assert database.pid is not None
+    async with running(settings) as app, client_for(app, timeout=30) as http:
+        login = {"login": "admin", "password": ADMIN_PASSWORD}
+        token = (await http.post("/api/v1/auth/token", json=login)).json()["token"]
+        http.headers["Authorization"] = f"Bearer {token}"
+        made = (await http.post("/api/v1/notes", json={"n": 1})).json()
+        path = f"/api/v1/notes/{made['_id']}"
+        assert (await http.get(path)).status_code == 200
+
+        os.kill(database.pid, signal.SIGSTOP)
+        try:
+            for method, target in (("GET", path), ("GET", "/api/v1/_users"), ("PATCH", path)):
+                started = time.monotonic()
+                response = await http.request(method, target, json={"n": 2})
+                took = time.monotonic() - started
+                assert response.status_code == 503, (target, response.text)
+                body = response.json()
+                assert body["code"] == "503" and body["error"] == "UNAVAILABLE", body
+                assert response.headers["Retry-After"] == "1"
+                assert response.headers["X-Request-Id"] == body["requestId"]
+                assert DEADLINE_MS / 1000 * 0.9 <= took < DEADLINE_MS / 1000 + 2, (target, took)
+        finally:
+            os.kill(database.pid, signal.SIGCONT)
+
+        for _ in range(50):  # the dropped connections are replaced
+            response = await http.get(path)
+            if response.status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert response.status_code == 200, response.text
+        assert response.json()["n"] in (1, 2)  # the PATCH may have been applied late
