@@ -33,6 +33,28 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for ``settings`` (the tests' live servers use them too)."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "proxy_headers": True,
+        # "auto" picks uvloop and httptools (installed with the project) where they run.
+        "loop": "auto",
+        "http": "auto",
+        "ws": "websockets-sansio",  # the plain "websockets" protocol is deprecated
+        "ws_max_size": settings.max_body_bytes,
+        # Off by default: per socket, deflate costs ~34 KiB and CPU for every event.
+        "ws_per_message_deflate": settings.ws_compression,
+        # Engine.IO's own heartbeat checks every socket; uvicorn's websocket pings (every
+        # 20 s per socket, two timers each) only doubled that work, in one burst for
+        # sockets that connected together.
+        "ws_ping_interval": None,
+        "lifespan": "on",  # a failing startup (database unreachable) must stop the server
+    }
+
+
 def main() -> int:
     try:
         settings = Settings.from_env()
@@ -52,20 +74,7 @@ def main() -> int:
                 f"database: embedded SecantusDB at {database.url} (pid {database.pid}), "
                 f"data in {database.storage_path}, log in {database.log_path}"
             )
-        options: dict[str, Any] = {
-            "host": settings.host,
-            "port": settings.port,
-            "log_level": settings.log_level,
-            "proxy_headers": True,
-            # "auto" picks uvloop and httptools (installed with the project) where they run.
-            "loop": "auto",
-            "http": "auto",
-            "ws": "websockets-sansio",  # the plain "websockets" protocol is deprecated
-            "ws_max_size": settings.max_body_bytes,
-            # Off by default: per socket, deflate costs ~34 KiB and CPU for every event.
-            "ws_per_message_deflate": settings.ws_compression,
-            "lifespan": "on",  # a failing startup (database unreachable) must stop the server
-        }
+        options = server_options(settings)
         if settings.workers > 1:
             # Each worker builds its own app (its own change stream and hub) from the
             # environment; the database URL, embedded or not, goes to them through it.

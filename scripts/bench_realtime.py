@@ -237,6 +237,7 @@ def parse_args() -> argparse.Namespace:
         help="then measure a second, idle server process this long (default 0: skip)",
     )
     add("--timeout", type=float, default=300.0, help="give up after this long (default 300s)")
+    add("--per-write", action="store_true", help="also print each write's last-subscriber latency")
     args = parser.parse_args()
     if min(args.subscribers, args.writes, args.client_procs, args.batch) < 1 or args.rate <= 0:
         parser.error("counts and --rate must be positive")
@@ -259,7 +260,9 @@ def main() -> int:
 
         async def bounded(server: subprocess.Popen[bytes]) -> str:
             async with asyncio.timeout(args.timeout):
-                report = render(await measure(args, server, url, password, database, workdir))
+                report = render(
+                    await measure(args, server, url, password, database, workdir), args.per_write
+                )
                 if args.idle_seconds > 0:
                     report += await idle_instance(args, server, database, workdir)
                 return report

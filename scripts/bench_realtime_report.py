@@ -58,7 +58,7 @@ def _deliveries(m: Measured, ok: dict[int, Write]) -> tuple[dict[tuple[int, int,
     return delivered, duplicates
 
 
-def render(m: Measured) -> str:
+def render(m: Measured, per_write: bool = False) -> str:
     ok = {w.seq: w for w in m.writes if w.ok}
     delivered, duplicates = _deliveries(m, ok)
     last_at: dict[int, float] = {}
@@ -117,4 +117,8 @@ def render(m: Measured) -> str:
         f"{'(100% = one core)':<22}other processes {cpu['others']:.0%} "
         f"({os.cpu_count()} CPUs, load average {m.load:.1f} at start)",
     ]
+    if per_write:
+        lines += ["", "POST response -> last subscriber, per write (ms), in order:"]
+        latencies = [f"{(last_at[seq] - ok[seq].answered) * 1000:.0f}" for seq in sorted(last_at)]
+        lines += [" ".join(latencies[i : i + 20]) for i in range(0, len(latencies), 20)]
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from app.__main__ import server_options
 from app.main import create_app
 from app.settings import Settings
 
@@ -27,10 +28,11 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, app: Any, port: int):
+    def __init__(self, app: Any, port: int, server: uvicorn.Server | None = None):
         self.app = app
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        self.server = server
 
 
 @asynccontextmanager
@@ -38,14 +40,9 @@ async def live_server(settings: Settings):
     """Serve a fresh app for ``settings`` with uvicorn inside the running event loop."""
     app = create_app(settings)
     port = free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        lifespan="on",
-        log_level="warning",
-        ws="websockets-sansio",
-    )
+    # The options ``python -m app`` serves with, on a free port of the test's own.
+    options = {**server_options(settings), "host": "127.0.0.1", "port": port}
+    config = uvicorn.Config(app, **{**options, "log_level": "warning"})
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 20
@@ -55,7 +52,7 @@ async def live_server(settings: Settings):
         assert time.monotonic() < deadline, "uvicorn did not start"
         await asyncio.sleep(0.02)
     try:
-        yield LiveServer(app, port)
+        yield LiveServer(app, port, server)
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
