@@ -276,7 +276,7 @@ async def run(args: argparse.Namespace) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-IDLE_S = 4.0
+IDLE_S = 10.0  # /proc counts 10 ms ticks: 10 s resolve the idle rate to 1 ms/s
 
 
 def _median(samples: list[dict[str, float]]) -> dict[str, float]:
