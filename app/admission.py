@@ -119,7 +119,12 @@ def classify(method: str, path: str) -> tuple[str | None, bool]:
         return "list", False
     if len(parts) == 5 and parts[4] == "_changes":
         return "list", False  # a change-feed poll reads the stream like a list reads the store
-    point = len(parts) == 5 and not parts[3].startswith("_") and not parts[4].startswith("_")
+    point = (
+        len(parts) == 5
+        and parts[2] == "v1"
+        and not parts[3].startswith("_")
+        and not parts[4].startswith("_")
+    )
     return "read", point
 
 

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.admission import Admission, Lane, lane_name
+from app.admission import Admission, Lane, classify, lane_name
 from app.settings import Settings
 
 DEFAULT_LIMITS = Settings.from_env({}).limits()
@@ -40,6 +40,25 @@ DEFAULT_LIMITS = Settings.from_env({}).limits()
 )
 def test_lanes(method, path, lane):
     assert lane_name(method, path) == lane
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "point"),
+    [
+        ("GET", "/api/v1/orders/65f0aaaaaaaaaaaaaaaaaaaa", True),
+        ("HEAD", "/api/v1/orders/65f0aaaaaaaaaaaaaaaaaaaa/", True),
+        ("PATCH", "/api/v1/orders/65f0aaaaaaaaaaaaaaaaaaaa", False),
+        ("GET", "/api/v1/orders", False),
+        ("GET", "/api/v1/orders/_changes", False),
+        ("GET", "/api/v1/_users/u1", False),
+        ("GET", "/api/v1/orders/65f0aaaaaaaaaaaaaaaaaaaa/_history", False),
+        ("GET", "/api/docs/assets/page.js", False),
+    ],
+)
+def test_only_a_get_of_one_entity_is_a_point_read(method, path, point):
+    """Point reads run under their own request deadline; everything else under the
+    driver's client-side timeout (which also stops the database's work)."""
+    assert classify(method, path)[1] is point
 
 
 async def test_a_full_lane_admits_as_many_waiters_as_slots_then_sheds():
