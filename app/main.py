@@ -14,7 +14,7 @@ from starlette.types import ASGIApp
 
 from app import collector
 from app.admission import Admission
-from app.api import not_found, routes
+from app.api import EntityShortcut, not_found, routes
 from app.middleware import RequestContext
 from app.ratelimit import RateLimit
 from app.realtime.hub import Hub
@@ -27,12 +27,13 @@ log = logging.getLogger("app")
 
 
 class App(Starlette):
-    """Starlette with only our middleware around the router. Starlette's own error layers
-    are left out: each route renders the API errors its handler raises (``Resource``), and
-    ``RequestContext``, outermost, everything else."""
+    """Starlette with only our middleware around the router (and the entity path's
+    shortcut past it). Starlette's own error layers are left out: each route renders the API
+    errors its handler raises (``Resource``), and ``RequestContext``, outermost, everything
+    else."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        app: ASGIApp = self.router
+        app: ASGIApp = EntityShortcut(self.router)
         for cls, args, kwargs in reversed(self.user_middleware):
             app = cls(app, *args, **kwargs)
         return app

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Match, Mount, Route
+from starlette.routing import BaseRoute, Match, Mount, Route, Router
 from starlette.types import Receive, Scope, Send
 
 from app.api import audit, console, docs, entities, session, stores, system, tokens, users
@@ -70,6 +70,66 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "websocket.close", "code": 1000})
         return
     await render(NotFound(), scope_request_id(scope))(scope, receive, send)
+
+
+ENTITY_PATH = f"{V1}/{{store}}/{{entity_id}}"
+_PREFIX = V1 + "/"
+
+
+class EntityShortcut:
+    """In front of the router: ``/api/v1/{store}/{id}``, the path of most requests, goes
+    straight to its route instead of being matched against the routes one by one (18 µs of
+    a GET's CPU, measured in-process). Only paths the router would send there are taken:
+    two segments after ``/api/v1/``, the first not a system name, the second not starting
+    with ``_`` (``_bulk`` and ``_changes``, the store routes of the same shape). Everything
+    else goes to the router, and so does every path if another route could claim one of
+    that shape (see ``entity_route``)."""
+
+    def __init__(self, router: Router):
+        self.router = router
+        self.route = entity_route(router.routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self.route
+        if route is not None and scope["type"] == "http" and not scope.get("root_path"):
+            path: str = scope["path"]
+            if path.startswith(_PREFIX):
+                store, slash, entity = path[len(_PREFIX) :].partition("/")
+                if (
+                    slash
+                    and store
+                    and entity
+                    and entity[0] != "_"
+                    and "/" not in entity
+                    and store not in SYSTEM_NAMES
+                ):
+                    scope["router"] = self.router
+                    scope["route"] = route
+                    scope["endpoint"] = route.endpoint
+                    scope["path_params"] = {"store": store, "entity_id": entity}
+                    await route.handle(scope, receive, send)
+                    return
+        await self.router(scope, receive, send)
+
+
+def entity_route(routes: list[BaseRoute]) -> Resource | None:
+    """The entity route, if the shortcut may stand in for the router; None if any other
+    route could match a path the shortcut would take."""
+    found: Resource | None = None
+    for route in routes:
+        path = getattr(route, "path", "")
+        if path == ENTITY_PATH and isinstance(route, Resource):
+            found = route
+        elif path.startswith(V1) and _overlaps(path, isinstance(route, Mount)):
+            return None
+    return found
+
+
+def _overlaps(template: str, prefix: bool) -> bool:
+    if prefix or ":path}" in template:
+        return True  # claims whole subtrees
+    parts = template[len(_PREFIX) :].split("/")
+    return len(parts) == 2 and parts[0] not in SYSTEM_NAMES and not parts[1].startswith("_")
 
 
 async def _unreachable(request: Request) -> Response:  # pragma: no cover - handle() calls
