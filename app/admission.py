@@ -103,13 +103,9 @@ class Lane:
         self.running -= 1
 
 
-def lane_name(method: str, path: str) -> str | None:
-    """The lane a request runs in, or None for what is never shed (health, sockets)."""
-    return classify(method, path)[0]
-
-
 def classify(method: str, path: str) -> tuple[str | None, bool]:
-    """The request's lane, and whether it is a GET of one entity by id (a point read)."""
+    """The request's lane (None for what is never shed: health, sockets), and whether it
+    is a GET of one entity by id (a point read)."""
     if not path.startswith("/api/"):
         return None, False
     if method not in _READ_METHODS:
@@ -163,28 +159,32 @@ class Admission:
         if services is not None:
             deadline = services.storage.request_timeout(deadline)
         try:
-            if point:
-                await _point_read(self.app, scope, receive, send, deadline)
-            else:
-                with pymongo.timeout(deadline):
-                    await _cancelled_on_disconnect(self.app, scope, receive, send)
+            await _run(self.app, scope, receive, send, deadline, point)
         finally:
             lane.leave()
 
 
-async def _point_read(
-    app: ASGIApp, scope: Scope, receive: Receive, send: Send, deadline_s: float
+async def _run(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, deadline_s: float, point: bool
 ) -> None:
-    """A GET of one entity by id: a few reads by an indexed key, each bounded work for the
-    database. Its deadline is the request's own (the task is cancelled when it passes, and
-    the driver drops the connection it was reading from) rather than the driver's
-    client-side timeout, which cost a GET about 20 µs of CPU per database call (measured
+    """Run ``app`` for one request under its deadline; if the client disconnects before the
+    response is done, the request's task is cancelled (its database calls with it) and
+    nothing more is sent.
+
+    A point read (a GET of one entity by id: a few reads by an indexed key, each bounded
+    work for the database) has the request's own deadline: the task is cancelled when it
+    passes, and the driver drops the connection it was reading from. Every other request
+    runs under the driver's client-side timeout, which also sends ``maxTimeMS`` so the
+    database stops the work, and costs about 20 µs of CPU per database call (measured
     in-process): contextvars, a timer per call and ``maxTimeMS`` in every command."""
     task = asyncio.current_task()
-    if task is None:  # pragma: no cover - always inside a task under an ASGI server
-        await app(scope, receive, send)
+    if task is None:  # pragma: no cover - an ASGI server runs every request in a task
+        raise RuntimeError("a request outside a task")
+    state = _Watch(receive, task, bodyless=scope.get("method", "") not in _BODY_METHODS)
+    if not point:
+        with pymongo.timeout(deadline_s):
+            await _watched(app, scope, send, state)
         return
-    state = _Watch(receive, task, bodyless=True)
     try:
         async with asyncio.timeout(deadline_s):
             await _watched(app, scope, send, state)
@@ -193,19 +193,6 @@ async def _point_read(
             log.info("%s %s: deadline passed while sending", scope["method"], scope["path"])
             return
         await render(DeadlineExceeded(), scope_request_id(scope))(scope, receive, send)
-
-
-async def _cancelled_on_disconnect(
-    app: ASGIApp, scope: Scope, receive: Receive, send: Send
-) -> None:
-    """Run ``app`` for one request; if the client disconnects before the response is done,
-    the request's task is cancelled (its database calls with it) and nothing more is sent."""
-    task = asyncio.current_task()
-    if task is None:  # pragma: no cover - always inside a task under an ASGI server
-        await app(scope, receive, send)
-        return
-    state = _Watch(receive, task, bodyless=scope.get("method", "") not in _BODY_METHODS)
-    await _watched(app, scope, send, state)
 
 
 async def _watched(app: ASGIApp, scope: Scope, send: Send, state: _Watch) -> None:

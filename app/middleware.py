@@ -72,20 +72,8 @@ def render(error: APIError, rid: str) -> Response:
     )
 
 
-async def api_error_handler(request: Request, exc: Exception) -> Response:
-    if not isinstance(exc, APIError):  # pragma: no cover - registered for APIError only
-        raise exc
-    return render(exc, request_id(request))
-
-
-async def http_error_handler(request: Request, exc: Exception) -> Response:
-    """Starlette's own errors (unknown path 404, wrong method 405) in our envelope."""
-    if not isinstance(exc, HTTPException):  # pragma: no cover - registered for it only
-        raise exc
-    return render(as_api_error(exc), request_id(request))
-
-
 def as_api_error(exc: HTTPException) -> APIError:
+    """Starlette's own errors (an unknown path's 404, a wrong method's 405) as ours."""
     kind = _BY_STATUS.get(exc.status_code, BadRequest if exc.status_code < 500 else Internal)
     headers = dict(exc.headers or {})
     if "Allow" in headers:  # Starlette lists a route's methods in set order; make it stable

@@ -46,12 +46,13 @@ class WireSocket:
             await self._deliver(message)
 
     async def send_text(self, text: str) -> None:
-        await self.send({"type": "websocket.send", "text": text})
+        if not self.write_now(text):
+            await self.send({"type": "websocket.send", "text": text})
 
     def write_now(self, text: str) -> bool:
         """Write a text frame without waiting, when nothing else is being sent and the
-        connection takes it directly; False when ``send_text`` must be used instead. A
-        socket that has gone takes (and drops) it."""
+        connection takes it directly; False when it must go through the ASGI send. A socket
+        that has gone takes (and drops) it."""
         if self.closed:
             return True
         if self._direct is None or self._lock.locked():

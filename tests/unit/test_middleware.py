@@ -8,14 +8,14 @@ import logging
 import httpx
 import pytest
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from app.errors import APIError, Conflict
-from app.middleware import RequestContext, api_error_handler, http_error_handler
+from app.errors import Conflict
+from app.main import App
+from app.middleware import RequestContext
 from tests.helpers import assert_api_error
 
 pytestmark = pytest.mark.asyncio
@@ -42,7 +42,9 @@ async def explode_midway(request: Request) -> StreamingResponse:
 
 
 def tiny_app() -> Starlette:
-    return Starlette(
+    """Plain Starlette routes in the app's own stack: no Starlette error layers, so
+    ``RequestContext`` renders everything a route raises."""
+    return App(
         routes=[
             Route("/explode", explode),
             Route("/conflict", conflict),
@@ -50,7 +52,6 @@ def tiny_app() -> Starlette:
             Route("/midway", explode_midway),
         ],
         middleware=[Middleware(RequestContext)],
-        exception_handlers={APIError: api_error_handler, HTTPException: http_error_handler},
     )
 
 
