@@ -43,10 +43,6 @@ STORE_EVENTS: list[Document] = [
     }
 ]
 IDLE_PAUSE_S = 0.5  # between two reads of a stream that follows no store
-# How long one read of the stream waits for a change. A change ends the wait at once, and a
-# refresh or stop cancels it, so this only sets how often a quiet stream reads: at 0.5 s
-# the two streams of an idle server were a third of its CPU.
-WAIT_MS = 5000
 _TOKEN = re.compile(r"([0-9a-f]{1,8})\.([0-9a-f]{1,8})\.([0-9A-Fa-f]{2,4096})")
 
 
@@ -332,7 +328,7 @@ class ChangeSource:
         while True:
             try:
                 async with change_stream(
-                    self.storage, self._pipeline(), self.resume_after, max_await_ms=WAIT_MS
+                    self.storage, self._pipeline(), self.resume_after, max_await_ms=500
                 ) as stream:
                     self.ready.set()
                     delay = 0.1
