@@ -322,7 +322,6 @@ class Entities:
             validation.value_at(segments, item, key)
             changes[key] = item
         validation.no_overlap(list(changes), "body")
-        collection = self.storage.store(store)
         for _ in range(_RETRIES):
             current = await self._writable(store, entity_id, user)
             for name, item in expected.items():
@@ -344,7 +343,7 @@ class Entities:
                 "$set": {**changes, "updatedAt": now(), AUTHOR: _stamp(user)},
                 "$inc": {REVISION: 1},
             }
-            updated = await _update_and_read(collection, selector, update, entity_id)
+            updated = await _update_and_read(self.storage, store, selector, update, entity_id)
             if updated is not None:
                 return updated
         raise Conflict("The entity kept changing; try again")
@@ -374,7 +373,6 @@ class Entities:
             if name in body:
                 wanted[name] = validation.string_list(body[name], name)
 
-        collection = self.storage.store(store)
         for _ in range(_RETRIES):
             current = await self._readable(store, entity_id, user)
             if not user.admin:
@@ -395,7 +393,7 @@ class Entities:
             }
             guard = (REVISION,) if _precondition(current, if_match) else ()
             selector = _unchanged(entity_id, current, (*acl.ACCESS_FIELDS, *guard))
-            updated = await _update_and_read(collection, selector, update, entity_id)
+            updated = await _update_and_read(self.storage, store, selector, update, entity_id)
             if updated is not None:
                 return updated
         raise Conflict("The entity's access fields kept changing; try again")
@@ -427,7 +425,7 @@ class Entities:
         on the fetched document: the same answer as the indexed read filter, from the one
         lookup every database serves best."""
         async with translated_async():
-            found = await self.storage.store(store).find_one({"_id": entity_id})
+            found = await self.storage.entity(store, entity_id)
         if found is None or not acl.can_read(user, found):
             raise _not_found(store, entity_id)
         return found
@@ -456,17 +454,17 @@ def _unchanged(entity_id: ObjectId, current: Document, fields: Iterable[str]) ->
 
 
 async def _update_and_read(
-    collection: Any, selector: Document, update: Document, entity_id: ObjectId
+    storage: Storage, store: str, selector: Document, update: Document, entity_id: ObjectId
 ) -> Document | None:
     """Apply ``update`` to the entity ``selector`` matches and read it back; None when nothing
     matched (or it was deleted in between). Two point operations on ``_id`` with a flat filter:
     the embedded database serves both from its id index, while it answers findAndModify and
     ``$and`` filters by scanning the store. The read may already show a later write."""
     async with translated_async():
-        result = await collection.update_one(selector, update)
+        result = await storage.store(store).update_one(selector, update)
         if result.matched_count == 0:
             return None
-        found: Document | None = await collection.find_one({"_id": entity_id})
+        found = await storage.entity(store, entity_id)
     if found is not None:
         _hide_but_revision(found)
     return found
