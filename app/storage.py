@@ -206,26 +206,29 @@ class Storage:
         with one single batch: the same query as ``find_one``, without the cursor object
         around it (about 24 of 200 µs of client CPU per read). Retried once, as the driver
         retries reads, when the first attempt lost its connection or its primary."""
-        command: Document = {"find": name, "filter": {"_id": entity_id}, "limit": 1}
-        command["singleBatch"] = True
-        concern = self.entity_db.read_concern.document
-        if concern:
+        command: Document = {
+            "find": name,
+            "filter": {"_id": entity_id},
+            "limit": 1,
+            "singleBatch": True,
+        }
+        if concern := self.entity_db.read_concern.document:
             command["readConcern"] = concern
-        preference = self.entity_db.read_preference
-        for retry in (self.client.options.retry_reads, False):
-            try:
-                reply = await self.entity_db.command(
-                    command, read_preference=preference, codec_options=ENTITY_CODEC
-                )
-            except NetworkTimeout:
-                raise  # the time is spent: another attempt would only wait again
-            except AutoReconnect:
-                if not retry:
-                    raise
-                continue
-            batch: list[Document] = reply["cursor"]["firstBatch"]
-            return batch[0] if batch else None
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            reply = await self._read(command)
+        except NetworkTimeout:
+            raise  # the time is spent: another attempt would only wait again
+        except AutoReconnect:
+            if not self.client.options.retry_reads:
+                raise
+            reply = await self._read(command)
+        batch: list[Document] = reply["cursor"]["firstBatch"]
+        return batch[0] if batch else None
+
+    async def _read(self, command: Document) -> Document:
+        return await self.entity_db.command(
+            command, read_preference=self.entity_db.read_preference, codec_options=ENTITY_CODEC
+        )
 
     def request_timeout(self, wanted_s: float) -> float:
         """How long one request's database work may take: ``wanted_s`` while the driver sees

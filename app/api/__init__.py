@@ -95,14 +95,7 @@ class EntityShortcut:
             path: str = scope["path"]
             if path.startswith(_PREFIX):
                 store, slash, entity = path[len(_PREFIX) :].partition("/")
-                if (
-                    slash
-                    and store
-                    and entity
-                    and entity[0] != "_"
-                    and "/" not in entity
-                    and store not in SYSTEM_NAMES
-                ):
+                if slash and _entity_shaped(store, entity):
                     scope["router"] = self.router
                     scope["route"] = route
                     scope["endpoint"] = route.endpoint
@@ -125,11 +118,22 @@ def entity_route(routes: list[BaseRoute]) -> Resource | None:
     return found
 
 
+def _entity_shaped(store: str, entity: str) -> bool:
+    """Whether ``/api/v1/{store}/{entity}`` is a path the entity route takes."""
+    return (
+        bool(store)
+        and bool(entity)
+        and entity[0] != "_"
+        and "/" not in entity
+        and store not in SYSTEM_NAMES
+    )
+
+
 def _overlaps(template: str, prefix: bool) -> bool:
     if prefix or ":path}" in template:
         return True  # claims whole subtrees
-    parts = template[len(_PREFIX) :].split("/")
-    return len(parts) == 2 and parts[0] not in SYSTEM_NAMES and not parts[1].startswith("_")
+    store, slash, entity = template[len(_PREFIX) :].partition("/")
+    return bool(slash) and _entity_shaped(store, entity)
 
 
 async def _unreachable(request: Request) -> Response:  # pragma: no cover - handle() calls
