@@ -36,6 +36,7 @@ from app.errors import (
 )
 from app.jsonio import ms
 from app.query import ListQuery, Only, Resume, projection, sort_value
+from app.rawbatches import RawBatches
 from app.storage import ENTITY_CODEC, Document, Storage, translated_async, write_error
 
 SERVER_FIELDS = ("_id", "owner", "createdAt", "updatedAt")
@@ -183,7 +184,7 @@ class Entities:
         else:
             batch = _even_batches(query.limit, BATCH if hides else PROJECTED_BATCH)
         cursor = (
-            collection.find_raw_batches(selected, query.projection(), batch_size=batch)
+            RawBatches(collection, selected, query.projection(), batch_size=batch)
             .sort(query.order())
             .skip(query.offset)
             .limit(wanted)

@@ -15,9 +15,11 @@ from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 
+from app import entities as entities_module
 from app.http import json_array_response
 from app.main import create_app
 from app.query import MAX_LIMIT, parse_list_query
+from app.rawbatches import RawBatches
 from app.storage import Storage
 from app.users import principal_of
 from tests.e2e.conftest import ADMIN_PASSWORD, bearer_client, create_user, make_settings
@@ -155,6 +157,14 @@ async def test_a_full_page_is_one_query_when_it_fits(
             return _original(collection, *args, **kwargs)
 
         monkeypatch.setattr(AsyncCollection, name, counted)
+
+    class CountedRawBatches(RawBatches):  # what the list reads its page with
+        def __init__(self, collection, *args, **kwargs):
+            if collection.name == store:
+                made.append("raw batches")
+            super().__init__(collection, *args, **kwargs)
+
+    monkeypatch.setattr(entities_module, "RawBatches", CountedRawBatches)
     page = await services.entities.list(store, query, principal)
     listed = [document async for piece in page.slices for document in piece]
     monkeypatch.undo()
