@@ -15,7 +15,7 @@ A reply holding a field of a type this reader does not know is unpacked the driv
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import bson
@@ -23,9 +23,10 @@ from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo.asynchronous.cursor import AsyncRawBatchCursor
 
-# bson's C conversion of a BSON array of documents into a stream of documents, as the
-# driver's raw-batch cursor uses it.
-_to_stream = bson._array_of_documents_to_buffer
+# bson's C conversion of a BSON array of documents into a stream of documents, which the
+# driver's raw-batch cursor uses. It is not public: should a later bson lack it, every reply
+# is unpacked the driver's way.
+_to_stream: Callable[[bytes], bytes] | None = getattr(bson, "_array_of_documents_to_buffer", None)
 
 _BATCHES = (b"firstBatch", b"nextBatch")
 _INT32 = struct.Struct("<i")
@@ -57,6 +58,8 @@ def cursor_fields(raw: bytes) -> dict[str, Any]:
             raise _UnknownField(kind)
         following = value + size
         if kind == 0x04 and name in _BATCHES:
+            if _to_stream is None:
+                raise _UnknownField(kind)
             stream = _to_stream(raw[value:following])
             fields[name.decode()] = [stream] if stream else []
         else:
@@ -78,7 +81,11 @@ class RawBatches(AsyncRawBatchCursor[dict[str, Any]]):
         legacy_response: bool = False,
     ) -> list[Any]:
         payload = getattr(response, "payload_document", None)
-        if not legacy_response and isinstance(payload, (bytes, memoryview)):
+        if (
+            _to_stream is not None
+            and not legacy_response
+            and isinstance(payload, bytes | memoryview)
+        ):
             reply = dict(RawBSONDocument(payload).items())  # its own fields only
             cursor = reply.get("cursor")
             try:

@@ -11,6 +11,7 @@ from bson import Int64, ObjectId, Regex, Timestamp
 from bson.codec_options import DEFAULT_CODEC_OPTIONS as CODEC
 from pymongo.message import _OpMsg
 
+from app import rawbatches
 from app.rawbatches import RawBatches, _UnknownField, cursor_fields
 
 CURSOR_FIELDS = {"cursor": {"firstBatch": 1, "nextBatch": 1}}  # what the driver passes
@@ -63,3 +64,14 @@ def test_a_reply_it_cannot_read_is_unpacked_the_drivers_way():
         (stream,) = unpacked["cursor"]["firstBatch"]
         assert bson.decode_all(stream) == ENTITIES
         assert unpacked["cursor"]["id"] == 0
+
+
+def test_without_bsons_array_conversion_every_reply_is_unpacked_the_drivers_way(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setattr(rawbatches, "_to_stream", None)
+    cursor = RawBatches.__new__(RawBatches)
+    reply = {"cursor": {"nextBatch": ENTITIES, "id": Int64(0), "ns": "p.s"}, "ok": 1.0}
+    (unpacked,) = cursor._unpack_response(_OpMsg(0, bson.encode(reply)), None, CODEC, CURSOR_FIELDS)
+    (stream,) = unpacked["cursor"]["nextBatch"]
+    assert bson.decode_all(stream) == ENTITIES
