@@ -26,7 +26,8 @@ from pymongo.asynchronous.cursor import AsyncRawBatchCursor
 # bson's C conversion of a BSON array of documents into a stream of documents, which the
 # driver's raw-batch cursor uses. It is not public: should a later bson lack it, every reply
 # is unpacked the driver's way.
-_to_stream: Callable[[bytes], bytes] | None = getattr(bson, "_array_of_documents_to_buffer", None)
+_Convert = Callable[[memoryview], bytes]
+_to_stream: _Convert | None = getattr(bson, "_array_of_documents_to_buffer", None)
 
 _BATCHES = (b"firstBatch", b"nextBatch")
 _INT32 = struct.Struct("<i")
@@ -60,7 +61,7 @@ def cursor_fields(raw: bytes) -> dict[str, Any]:
         if kind == 0x04 and name in _BATCHES:
             if _to_stream is None:
                 raise _UnknownField(kind)
-            stream = _to_stream(raw[value:following])
+            stream = _to_stream(memoryview(raw)[value:following])  # not a copy
             fields[name.decode()] = [stream] if stream else []
         else:
             element = raw[position:following]
