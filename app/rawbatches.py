@@ -4,8 +4,8 @@ building a Python object per document.
 PyMongo's ``find_raw_batches`` cursor walks every reply's batch once as a list of
 ``RawBSONDocument`` objects (one per entity, thrown away at once) before it joins the batch
 into one BSON stream. For a 10,000-entity page that walk was most of the client CPU of the
-read: 10-13 ms of a page's 12-18 ms, against 3-4 ms without it (measured in-process, four
-round trips of 2,500 entities of two fields). Here a reply's cursor document is read field by
+read: 9-13 ms against 3-4 ms without it (measured in-process, four round trips of 2,500
+entities of two fields). Here a reply's cursor document is read field by
 field and its batch goes to bson's own array-to-stream conversion directly. Everything else
 (the find and getMore commands, sessions, the deadline, retries, closing) is the driver's.
 
