@@ -5,9 +5,9 @@ PyMongo's ``find_raw_batches`` cursor walks every reply's batch once as a list o
 ``RawBSONDocument`` objects (one per entity, thrown away at once) before it joins the batch
 into one BSON stream. For a 10,000-entity page that walk was most of the client CPU of the
 read: 9-13 ms against 3-4 ms without it (measured in-process, four round trips of 2,500
-entities of two fields). Here a reply's cursor document is read field by
-field and its batch goes to bson's own array-to-stream conversion directly. Everything else
-(the find and getMore commands, sessions, the deadline, retries, closing) is the driver's.
+entities of two fields). Here a reply's cursor document is read field by field and its batch
+goes to bson's own array-to-stream conversion directly. Everything else (the find and
+getMore commands, sessions, the deadline, retries, closing) is the driver's.
 
 A reply holding a field of a type this reader does not know is unpacked the driver's way.
 """
@@ -82,11 +82,7 @@ class RawBatches(AsyncRawBatchCursor[dict[str, Any]]):
         legacy_response: bool = False,
     ) -> list[Any]:
         payload = getattr(response, "payload_document", None)
-        if (
-            _to_stream is not None
-            and not legacy_response
-            and isinstance(payload, bytes | memoryview)
-        ):
+        if not legacy_response and isinstance(payload, bytes | memoryview):
             reply = dict(RawBSONDocument(payload).items())  # its own fields only
             cursor = reply.get("cursor")
             try:
