@@ -5,7 +5,8 @@ directly in the database, are all there), read by one recorder per deployment: t
 holding the ``history`` lease in ``_leases``. It renews the lease every ``RENEW_S`` and
 stores with it the stream token up to which entries are written; a process that finds the
 lease expired (its holder stopped or died) takes over from that token, so changes made while
-no recorder ran are recorded too, as long as the database still holds them. Every process
+no recorder ran are recorded too, as long as the database still holds them. Until its first
+entries are written, a holder stores its stream's start as the token. Every process
 tries for the lease, so there is always a recorder while any process runs. Each entry's id
 derives from the change's own stream position: a change read twice (by a successor resuming
 from the token) is stored once.
@@ -161,6 +162,12 @@ class History:
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(source.ready.wait(), READY_S)
+            if self._written is None and source.resume_after is not None:
+                # No predecessor left a token: this stream's start is where a successor
+                # resumes, even if this process stops before its first entry is written.
+                self._written = source.resume_after
+                with contextlib.suppress(PyMongoError):
+                    await self._renew(LEASE_S)
             self._claimed.set()
             while True:
                 await asyncio.sleep(RENEW_S)

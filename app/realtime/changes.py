@@ -330,6 +330,8 @@ class ChangeSource:
                 async with change_stream(
                     self.storage, self._pipeline(), self.resume_after, max_await_ms=500
                 ) as stream:
+                    # Where the stream starts, known before any change arrives.
+                    self.resume_after = stream.resume_token or self.resume_after
                     self.ready.set()
                     delay = 0.1
                     while True:

@@ -140,6 +140,36 @@ async def test_one_recorder_at_a_time_and_a_successor_resumes_where_it_stopped(
         await storage.close()
 
 
+async def test_a_recorder_stopped_before_it_wrote_anything_still_leaves_a_start_to_resume(
+    settings, monkeypatch
+):
+    """The lease carries a token from the moment a recorder's stream opens: a recorder that
+    stops (or dies) before its first entry is written, or before it noted that write, must
+    not leave its successor to start from "now", past the changes made in between."""
+    monkeypatch.setattr(history_module, "RENEW_S", 0.2)
+    monkeypatch.setattr(history_module, "LEASE_S", 1.0)
+    storage = Storage(settings.mongodb_url, unique("leases"))
+    entries = storage.system(HISTORY)
+    first, second = History(storage), History(storage)
+    try:
+        async with raw_database(settings.mongodb_url, storage.db.name) as db:
+            await first.start()
+            assert first.recording.is_set()
+            await first.stop()
+            made = (await db.notes.insert_one({"n": 1})).inserted_id  # while none records
+            await second.start()
+            assert second.recording.is_set()
+            deadline = time.monotonic() + 10
+            while not await entries.count_documents({"entity": made}):
+                assert time.monotonic() < deadline, "the change made between them was lost"
+                await asyncio.sleep(0.05)
+    finally:
+        for made_recorder in (first, second):
+            await made_recorder.stop()
+        await storage.client.drop_database(storage.db.name)
+        await storage.close()
+
+
 async def test_a_source_that_follows_no_store_barely_reads_while_others_write(
     settings, app, monkeypatch
 ):
