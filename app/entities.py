@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from bson import ObjectId, decode_all
+from bson import encode as bson_encode
 from bson.datetime_ms import DatetimeMS
 from pymongo import DESCENDING
 from pymongo.errors import BulkWriteError
@@ -33,10 +34,12 @@ from app.errors import (
     NotFound,
     PreconditionFailed,
     QueryTimeout,
+    TooLarge,
 )
 from app.jsonio import ms
 from app.query import ListQuery, Only, Resume, projection, sort_value
 from app.rawbatches import RawBatches
+from app.realtime.changes import apply_update
 from app.storage import ENTITY_CODEC, Document, Storage, translated_async, write_error
 
 SERVER_FIELDS = ("_id", "owner", "createdAt", "updatedAt")
@@ -70,11 +73,13 @@ class Entities:
         user_exists: Callable[[str], Awaitable[bool]],
         definitions: Definitions,
         query_timeout_ms: int = 15000,
+        max_entity_bytes: int = 4 * 1024 * 1024,
     ):
         self.storage = storage
         self.user_exists = user_exists
         self.definitions = definitions
         self.query_timeout_ms = query_timeout_ms
+        self.max_entity_bytes = max_entity_bytes
 
     async def create(self, store: str, body: dict[str, Any], user: Principal) -> Document:
         stored = self.new_entity(store, body, user)
@@ -136,12 +141,14 @@ class Entities:
             "createdAt": moment,
             "updatedAt": moment,
         }
-        return {
+        stored = {
             **entity,
             READERS: acl.readers_of(user.user_id, group, access, branch),
             REVISION: 1,
             AUTHOR: _stamp(user),
         }
+        self._size_of(stored)
+        return stored
 
     async def get(
         self, store: str, entity_id: ObjectId, user: Principal, only: Only | None = None
@@ -337,13 +344,13 @@ class Entities:
                 # came between (its revision is unchanged): what is stored stays valid.
                 definition.check_patch(current, changes)
                 guarded.append(REVISION)
+            fields = {**changes, "updatedAt": now(), AUTHOR: _stamp(user)}
+            if self._grows(current, fields):
+                guarded.append(REVISION)
             # The write applies only while the entity is as checked: the access state that
             # allowed it, and the protected values sent back (``$eq``: data, never operators).
             selector = _unchanged(entity_id, current, guarded)
-            update = {
-                "$set": {**changes, "updatedAt": now(), AUTHOR: _stamp(user)},
-                "$inc": {REVISION: 1},
-            }
+            update = {"$set": fields, "$inc": {REVISION: 1}}
             updated = await _update_and_read(self.storage, store, selector, update, entity_id)
             if updated is not None:
                 return updated
@@ -388,11 +395,10 @@ class Entities:
             readers = acl.readers_of(
                 merged["owner"], merged["group"], merged["access"] or [], merged["branch"] or []
             )
-            update = {
-                "$set": {**wanted, READERS: readers, "updatedAt": now(), AUTHOR: _stamp(user)},
-                "$inc": {REVISION: 1},
-            }
-            guard = (REVISION,) if _precondition(current, if_match) else ()
+            fields = {**wanted, READERS: readers, "updatedAt": now(), AUTHOR: _stamp(user)}
+            update = {"$set": fields, "$inc": {REVISION: 1}}
+            grows = self._grows(current, fields)
+            guard = (REVISION,) if _precondition(current, if_match) or grows else ()
             selector = _unchanged(entity_id, current, (*acl.ACCESS_FIELDS, *guard))
             updated = await _update_and_read(self.storage, store, selector, update, entity_id)
             if updated is not None:
@@ -420,6 +426,23 @@ class Entities:
             if result.deleted_count == 1:
                 return revision(current)
         raise Conflict("The entity kept changing; try again")
+
+    def _size_of(self, document: Document) -> int:
+        """The stored entity's size in BSON; 413 past ``max_entity_bytes``."""
+        size = len(bson_encode(document))
+        if size > self.max_entity_bytes:
+            raise TooLarge(
+                f"The entity would take {size} bytes; at most {self.max_entity_bytes} "
+                "(MAX_ENTITY_BYTES)"
+            )
+        return size
+
+    def _grows(self, current: Document, fields: Document) -> bool:
+        """Whether ``$set`` of ``fields`` makes ``current`` larger (413 when past the limit).
+        A growing write must then apply to ``current`` as read (its revision), or two
+        writes checked against the same entity could grow it past the limit together."""
+        after = apply_update(current, {"updatedFields": fields})
+        return self._size_of(after) > len(bson_encode(current))
 
     async def _readable(self, store: str, entity_id: ObjectId, user: Principal) -> Document:
         """The entity if ``user`` may read it, else 404. Fetched by its id alone and checked

@@ -25,7 +25,8 @@ _ERROR_TEXT = {
     "409": "A unique value is taken, or the resource kept changing (CONFLICT)",
     "410": "The cursor is older than CHANGES_RETENTION_DAYS (RESUME_EXPIRED)",
     "412": "If-Match named another revision; the envelope's current is the entity now",
-    "413": "The body is larger than MAX_BODY_BYTES (TOO_LARGE)",
+    "413": "The body is larger than MAX_BODY_BYTES, or the entity would be larger than "
+    "MAX_ENTITY_BYTES (TOO_LARGE)",
     "422": "The Idempotency-Key was used for another request (IDEMPOTENCY_KEY_REUSED)",
     "415": "The body is not application/json (UNSUPPORTED_MEDIA_TYPE)",
     "429": "Too many failed sign-ins, or past RATE_LIMIT; wait Retry-After s (TOO_MANY_REQUESTS)",

@@ -52,7 +52,11 @@ class Services:
         credentials_box.append(credentials)
         definitions = Definitions(storage, settings.definitions_poll_ms / 1000)
         entities = Entities(
-            storage, users.exists, definitions, query_timeout_ms=settings.query_timeout_ms
+            storage,
+            users.exists,
+            definitions,
+            query_timeout_ms=settings.query_timeout_ms,
+            max_entity_bytes=settings.max_entity_bytes,
         )
         history = History(storage)
         audit = Audit(storage)

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, str] = {
     "DEFINITIONS_POLL_MS": "1000",
     "QUERY_TIMEOUT_MS": "15000",
     "MAX_BULK_BYTES": str(16 * 1024 * 1024),
+    "MAX_ENTITY_BYTES": str(4 * 1024 * 1024),
     "CHANGES_RETENTION_DAYS": "7",
     "RATE_LIMIT": "0",
     "HISTORY_RETENTION_DAYS": "90",
@@ -62,6 +63,22 @@ def _whole(env: Mapping[str, str], name: str) -> int:
     if not raw.isdigit():
         raise SettingsError(f"{name} must be a whole number (0 for off), got {raw!r}")
     return int(raw)
+
+
+# A change stream event of an update carries the entity before and after it, and the fields
+# it set: about three entities. MongoDB fails the whole stream (realtime and history, for
+# every store) on an event over 16 MiB, so an entity may not grow past a third of that.
+MOST_ENTITY_BYTES = 5 * 1024 * 1024
+
+
+def _entity_bytes(env: Mapping[str, str]) -> int:
+    found = _positive_int(env, "MAX_ENTITY_BYTES")
+    if found > MOST_ENTITY_BYTES:
+        raise SettingsError(
+            f"MAX_ENTITY_BYTES must be at most {MOST_ENTITY_BYTES}: a change event holds an "
+            "entity about three times, and MongoDB refuses events over 16 MiB"
+        )
+    return found
 
 
 def _number(env: Mapping[str, str], name: str, *, zero_is_off: bool = False) -> float:
@@ -112,6 +129,7 @@ class Settings:
     definitions_poll_ms: int
     query_timeout_ms: int
     max_bulk_bytes: int
+    max_entity_bytes: int
     changes_retention_days: float
     rate_limit: int
     history_retention_days: float
@@ -150,6 +168,7 @@ class Settings:
             definitions_poll_ms=_positive_int(env, "DEFINITIONS_POLL_MS"),
             query_timeout_ms=_positive_int(env, "QUERY_TIMEOUT_MS"),
             max_bulk_bytes=_positive_int(env, "MAX_BULK_BYTES"),
+            max_entity_bytes=_entity_bytes(env),
             changes_retention_days=_number(env, "CHANGES_RETENTION_DAYS"),
             rate_limit=_whole(env, "RATE_LIMIT"),
             history_retention_days=_number(env, "HISTORY_RETENTION_DAYS"),

@@ -123,3 +123,11 @@ def test_websocket_compression_is_off_unless_turned_on() -> None:
         assert Settings.from_env({"WS_COMPRESSION": raw}).ws_compression is wanted
     with pytest.raises(SettingsError, match="WS_COMPRESSION"):
         Settings.from_env({"WS_COMPRESSION": "maybe"})
+
+
+def test_max_entity_bytes_default_and_ceiling() -> None:
+    assert Settings.from_env({}).max_entity_bytes == 4 * 1024 * 1024
+    assert Settings.from_env({"MAX_ENTITY_BYTES": "5242880"}).max_entity_bytes == 5 * 1024 * 1024
+    for bad in ("5242881", "16777216", "0", "big"):
+        with pytest.raises(SettingsError, match="MAX_ENTITY_BYTES"):
+            Settings.from_env({"MAX_ENTITY_BYTES": bad})
