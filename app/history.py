@@ -29,9 +29,9 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bson import ObjectId
+from bson import ObjectId, encode
 from pymongo import DESCENDING, ReturnDocument
-from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DocumentTooLarge, DuplicateKeyError, PyMongoError
 
 from app.acl import AUTHOR, HIDDEN
 from app.clock import now
@@ -52,6 +52,9 @@ LEASE_S = 15.0  # a recorder that has not renewed for this long is taken over
 RENEW_S = 5.0
 READY_S = 10.0  # how long start() waits for this process's first claim and stream
 _QUIET = frozenset({"updatedAt"})
+_DUPLICATE = 11000
+_TOO_LARGE = 10334  # BSONObjectTooLarge: over the database's 16 MiB per document
+_MOST_BYTES = 16 * 1024 * 1024 - 16 * 1024  # an entry larger than this is stored slimmed
 
 
 def author(document: Document | None) -> str | None:
@@ -90,6 +93,15 @@ def entry_of(change: Change) -> Document:
         "by": by,
         "changes": changes,
     }
+
+
+def _slim(entry: Document) -> Document:
+    """An entry too large to store, without its values: which fields changed, not how."""
+    return {**entry, "changes": {}, "omitted": sorted(entry["changes"])}
+
+
+def _fitted(entry: Document) -> Document:
+    return _slim(entry) if len(encode(entry)) > _MOST_BYTES else entry
 
 
 def _key(change: Change) -> str:
@@ -226,23 +238,47 @@ class History:
                     entries.append({"_id": _key(change), **entry_of(change)})
                 except Exception as exc:  # one odd document loses its entry, not the others
                     log.warning("no history entry for %s %s: %r", change.store, change.id, exc)
-            if entries and await self._write_batch(entries):
+            try:
+                written = bool(entries) and await self._write_batch(entries)
+            except Exception:  # one batch may be lost; the recorder must go on
+                log.exception("history: %d entries not written", len(entries))
+                written = False
+            if written:
                 # Written up to here: a successor may resume after it.
                 self._written = {"_data": changes[-1].position.data}
 
-    async def _write_batch(self, entries: list[Document]) -> bool:
+    async def _write_batch(self, entries: list[Document], slimmed: bool = False) -> bool:
         """Insert the entries; one another process (or the deleting request) stored first is
         a duplicate key, which leaves it stored once, as wanted. A plain insert costs the
-        database far less than an upsert."""
+        database far less than an upsert. An entry over the database's document limit (a
+        change of a document larger than the API accepts, written straight to the database)
+        is stored without its values (``_slim``)."""
         try:
             await self.entries_collection.insert_many(entries, ordered=False)
+        except DocumentTooLarge:  # the driver refused one before sending it
+            if slimmed:
+                log.warning("history: %d entries not written: one is too large", len(entries))
+                return False
+            # Those written before it come back as duplicates, and stay stored once.
+            return await self._write_batch([_fitted(e) for e in entries], slimmed=True)
         except BulkWriteError as exc:
-            others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != 11000]
-            if others:
-                log.warning("history: %d entries not written: %s", len(others), others[0])
+            errors = exc.details.get("writeErrors", [])
+            large = [entries[e["index"]] for e in errors if e.get("code") == _TOO_LARGE]
+            others = [e for e in errors if e.get("code") not in (_DUPLICATE, _TOO_LARGE)]
+            if large and not slimmed:
+                if not await self._write_batch([_slim(e) for e in large], slimmed=True):
+                    return False
+            elif large:
+                others += large
+            if others:  # the entries themselves may be huge: not into the log
+                first = others[0]
+                log.warning(
+                    "history: %d entries not written (code %s: %.200s)",
+                    len(others), first.get("code"), first.get("errmsg"),
+                )  # fmt: skip
                 return False
         except PyMongoError as exc:
-            log.warning("history: %d entries not written: %r", len(entries), exc)
+            log.warning("history: %d entries not written: %.500r", len(entries), exc)
             return False
         return True
 
