@@ -263,12 +263,13 @@ class History:
             return await self._write_batch([_fitted(e) for e in entries], slimmed=True)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
-            large = [entries[e["index"]] for e in errors if e.get("code") == _TOO_LARGE]
+            large = [e for e in errors if e.get("code") == _TOO_LARGE]
             others = [e for e in errors if e.get("code") not in (_DUPLICATE, _TOO_LARGE)]
             if large and not slimmed:
-                if not await self._write_batch([_slim(e) for e in large], slimmed=True):
+                again = [_slim(entries[e["index"]]) for e in large]
+                if not await self._write_batch(again, slimmed=True):
                     return False
-            elif large:
+            else:
                 others += large
             if others:  # the entries themselves may be huge: not into the log
                 first = others[0]
