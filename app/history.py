@@ -36,7 +36,15 @@ from pymongo.errors import BulkWriteError, DocumentTooLarge, DuplicateKeyError, 
 from app.acl import AUTHOR, HIDDEN
 from app.clock import now
 from app.realtime.changes import Change, ChangeSource
-from app.storage import HISTORY, LEASES, Document, Storage, translated_async
+from app.storage import (
+    DUPLICATE_KEY,
+    HISTORY,
+    LEASES,
+    TOO_LARGE,
+    Document,
+    Storage,
+    translated_async,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +60,6 @@ LEASE_S = 15.0  # a recorder that has not renewed for this long is taken over
 RENEW_S = 5.0
 READY_S = 10.0  # how long start() waits for this process's first claim and stream
 _QUIET = frozenset({"updatedAt"})
-_DUPLICATE = 11000
-_TOO_LARGE = 10334  # BSONObjectTooLarge: over the database's 16 MiB per document
 _MOST_BYTES = 16 * 1024 * 1024 - 16 * 1024  # an entry larger than this is stored slimmed
 
 
@@ -263,8 +269,8 @@ class History:
             return await self._write_batch([_fitted(e) for e in entries], slimmed=True)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
-            large = [e for e in errors if e.get("code") == _TOO_LARGE]
-            others = [e for e in errors if e.get("code") not in (_DUPLICATE, _TOO_LARGE)]
+            large = [e for e in errors if e.get("code") == TOO_LARGE]
+            others = [e for e in errors if e.get("code") not in (DUPLICATE_KEY, TOO_LARGE)]
             if large and not slimmed:
                 again = [_slim(entries[e["index"]]) for e in large]
                 if not await self._write_batch(again, slimmed=True):

@@ -76,8 +76,10 @@ SYSTEM_CODEC: CodecOptions[Document] = CodecOptions(tz_aware=True)
 
 # Server error codes that mean "the change stream cannot resume from that point".
 _HISTORY_LOST = {136, 280, 286}
+DUPLICATE_KEY = 11000
+TOO_LARGE = 10334  # BSONObjectTooLarge: a document over the database's 16 MiB
 # Codes for a write the data cannot take (a path through a string, a bad value, ...).
-_REJECTED_WRITE = {2, 9, 14, 28, 40, 52, 55, 56, 57, 66, 10334, 17419}
+_REJECTED_WRITE = {2, 9, 14, 28, 40, 52, 55, 56, 57, 66, TOO_LARGE, 17419}
 
 
 def _raise_api_error(exc: PyMongoError) -> None:
@@ -120,13 +122,13 @@ async def outside_deadline(work: Coroutine[Any, Any, T]) -> T:
 def write_error(error: Document) -> APIError:
     """One entry of a bulk write's ``writeErrors`` as the API error a single write gets."""
     code = error.get("code")
-    if code == 11000:
+    if code == DUPLICATE_KEY:
         pattern = error.get("keyPattern")
         if isinstance(pattern, dict) and len(pattern) == 1:
             field = str(next(iter(pattern)))
             return Conflict(f"{field}: another record already has this value", field=field)
         return Conflict("A record with that unique value already exists")
-    if code == 10334:
+    if code == TOO_LARGE:
         return Invalid("body", "the document is larger than the database allows")
     return Invalid("body", f"the database refused the write ({error.get('errmsg', code)})")
 
