@@ -10,7 +10,7 @@ import os
 import re
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -125,6 +125,13 @@ class RequestContext:
                 raise
             error = exc if isinstance(exc, APIError) else as_api_error(exc)
             await render(error, rid)(scope, receive, send)
+        except ClientDisconnect:
+            # The client went away before its body was read: nobody is left to answer, and
+            # a closed connection is no fault of ours to log with a trace (a client could
+            # fill the log with them).
+            log.info(
+                "%s %s: the client left mid-request (request id %s)", scope["method"], path, rid
+            )
         except Exception:
             log.exception("%s %s failed (request id %s)", scope["method"], path, rid)
             if started:

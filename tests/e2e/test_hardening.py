@@ -5,8 +5,10 @@ entities that other programs wrote straight into the database."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
+import httpx
 import jwt
 import orjson
 import pytest
@@ -392,3 +394,33 @@ async def test_a_large_store_made_elsewhere_is_indexed_outside_the_request(mongo
             await asyncio.sleep(0.2)
         keys = {tuple(k for k, _ in spec["key"]) for spec in indexes.values()}
         assert keys == {("_id",), ("_readers", "_id"), ("createdAt",)}
+
+
+async def test_a_client_leaving_mid_body_is_logged_quietly_and_changes_nothing(
+    live, admin, store, caplog
+):
+    """A POST whose connection closes before its declared body arrived: no trace in the log
+    (a client could fill it with them), nothing stored, and the server serves on."""
+    caplog.set_level(logging.INFO, logger="app.middleware")
+    token = token_of(admin)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+    head = (
+        f"POST /api/v1/{store} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+        "Content-Length: 1000\r\n\r\n"
+    )
+    writer.write(head.encode() + b'{"name": "half')
+    await writer.drain()
+    await asyncio.sleep(0.2)  # the handler is waiting for the rest of the body
+    writer.close()
+    await writer.wait_closed()
+    deadline = time.monotonic() + 10
+    while not any("left mid-request" in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, "the server never saw the client leave"
+        await asyncio.sleep(0.05)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert all(r.exc_info is None for r in caplog.records)
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
+        http.headers["Authorization"] = f"Bearer {token}"
+        assert (await http.get(f"/api/v1/{store}")).json() == []
+        assert (await http.post(f"/api/v1/{store}", json={"name": "whole"})).status_code == 201
