@@ -29,7 +29,9 @@ from typing import Any
 
 import httpx
 from bench_realtime_procs import (
+    HOST,
     cpu_seconds,
+    free_port,
     say,
     sign_in,
     start_server,
@@ -45,6 +47,8 @@ from app.embedded import EmbeddedDatabase
 STORE = "bench"
 GROUP = "readers"
 RAW = Path(__file__).with_name("bench_raw.py")
+FLOOR = Path(__file__).with_name("bench_floor.py")
+FLOOR_OPS = ("get", "post", "patch")  # what scripts/bench_floor.py serves
 OPERATIONS = ("get", "post", "patch", "list100", "list10000", "meta")
 PATHS = {
     "list100": f"/api/v1/{STORE}?limit=100",
@@ -156,7 +160,7 @@ async def run(args: argparse.Namespace) -> None:
     wrk = ensure_wrk()
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     database = EmbeddedDatabase(workdir / "db", log_path=workdir / "secantusd.log")
-    server = None
+    server = floor = None
     try:
         await asyncio.to_thread(database.start)
         db_name = "platform"
@@ -180,6 +184,10 @@ async def run(args: argparse.Namespace) -> None:
             warm = await http.post(f"/api/v1/{STORE}", json={"name": "warm-up"})
             if warm.status_code != 201:
                 raise SystemExit(f"warm-up POST failed: {warm.status_code} {warm.text}")
+        floor_url = ""
+        if args.floor:
+            floor, floor_url = start_floor(database.url, db_name, workdir)
+            await wait_floor(floor, floor_url)
         # Its indexes are built in the background: wait for them before measuring anything.
         indexes: AsyncMongoClient[Any] = AsyncMongoClient(database.url)
         for _ in range(1200):
@@ -196,18 +204,20 @@ async def run(args: argparse.Namespace) -> None:
         tokens = {"admin": admin, "user": user}
         meter: AsyncMongoClient[Any] = AsyncMongoClient(database.url)
 
-        async def measure_api(op: str, role: str, connections: int) -> dict[str, float]:
+        async def measure_api(
+            op: str, role: str, connections: int, target: subprocess.Popen[bytes] = server
+        ) -> dict[str, float]:
             script = workdir / f"{op}-{role}.lua"
-            script.write_text(lua(op, tokens[role], sample))
-            before = (tree_cpu(server.pid), cpu_seconds(database.pid), await opcount(meter))
+            script.write_text(lua(op, tokens.get(role, admin), sample))
+            before = (tree_cpu(target.pid), cpu_seconds(database.pid), await opcount(meter))
             began = time.monotonic()
             found = await asyncio.to_thread(
                 subprocess.run,
                 [wrk, "-t2", f"-c{connections}", f"-d{args.seconds}s", "--latency",
-                 "--timeout", "30s", "-s", str(script), url],
+                 "--timeout", "30s", "-s", str(script), floor_url if target is floor else url],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
-            after = (tree_cpu(server.pid), cpu_seconds(database.pid), await opcount(meter))
+            after = (tree_cpu(target.pid), cpu_seconds(database.pid), await opcount(meter))
             span = time.monotonic() - began
             api = parse_wrk(found.stdout)
             n = max(api["requests"], 1.0)
@@ -247,6 +257,7 @@ async def run(args: argparse.Namespace) -> None:
         say(f"idle server: {idle * 1000:.1f} ms of CPU per second")
         args.idle_ms = idle * 1000
         runs: dict[tuple[str, str], tuple[list[dict[str, float]], list[dict[str, float]]]] = {}
+        floors: dict[str, list[dict[str, float]]] = {}
         for repetition in range(args.repeat):
             for op in args.operations:
                 for role in ("admin", "user"):
@@ -264,13 +275,21 @@ async def run(args: argparse.Namespace) -> None:
                         f"{op} as {role} ({repetition + 1}/{args.repeat}): "
                         f"{api_runs[-1]['rate']:.1f} req/s (raw {raw_runs[-1]['rate']:.1f})"
                     )
+                if floor is not None and op in FLOOR_OPS:
+                    floors.setdefault(op, []).append(
+                        await measure_api(op, "floor", args.connections, floor)
+                    )
+                    say(f"{op} on the floor app: {floors[op][-1]['rate']:.1f} req/s")
         rows = [
             (op, role, _median(api_runs), _median(raw_runs))
             for (op, role), (api_runs, raw_runs) in runs.items()
         ]
         await meter.close()
         print_table(rows, args)
+        if floors:
+            print_floor(rows, {op: _median(samples) for op, samples in floors.items()})
     finally:
+        stop_process(floor)
         stop_process(server)
         await asyncio.to_thread(database.stop)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -310,6 +329,59 @@ def print_table(rows: list[tuple[str, str, dict[str, float], dict[str, float]]],
         )
 
 
+def start_floor(db_url: str, db_name: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``scripts/bench_floor.py`` under uvicorn with the project's loop and HTTP parser."""
+    port = free_port(HOST)
+    env = {**os.environ, "FLOOR_MONGODB_URL": db_url, "FLOOR_DB": db_name, "FLOOR_STORE": STORE}
+    with (workdir / "floor.log").open("ab") as log:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and script
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(FLOOR.parent), "bench_floor:app",
+             "--host", HOST, "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+             "--log-level", "warning", "--no-access-log"],
+            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    return process, f"http://{HOST}:{port}"
+
+
+async def wait_floor(process: subprocess.Popen[bytes], url: str) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=2) as http:
+        for _ in range(300):
+            if process.poll() is not None:
+                raise SystemExit("the floor app exited; see its log")
+            try:
+                await http.get(f"/api/v1/{STORE}/{ObjectId()}")
+                return
+            except httpx.TransportError:
+                await asyncio.sleep(0.1)
+    raise SystemExit("the floor app did not start within 30 s")
+
+
+def print_floor(
+    rows: list[tuple[str, str, dict[str, float], dict[str, float]]],
+    floors: dict[str, dict[str, float]],
+) -> None:
+    print(
+        "\nThe floor (`--floor`): a bare Starlette app under uvicorn making the raw driver's "
+        "calls, no code of ours\n"
+    )
+    print(
+        "| operation | floor req/s | floor CPU ms/req | raw CPU ms/op (admin) | floor / raw | "
+        "API admin / floor | API user / floor |"
+    )
+    print("|---" * 7 + "|")
+    for op, floor in floors.items():
+        api = {role: a for o, role, a, _ in rows if o == op}
+        raw = next((r for o, role, _, r in rows if o == op and role == "admin"), None)
+        if raw is None or not floor["cpu"]:
+            continue
+        print(
+            f"| {op} | {floor['rate']:.1f} | {floor['cpu']:.2f} | {raw['cpu']:.2f} | "
+            f"{floor['cpu'] / raw['cpu']:.2f}x | {api['admin']['cpu'] / floor['cpu']:.2f}x | "
+            f"{api['user']['cpu'] / floor['cpu']:.2f}x |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--entities", type=int, default=20000)
@@ -321,6 +393,11 @@ def main() -> None:
     )
     parser.add_argument("--operations", default=",".join(OPERATIONS))
     parser.add_argument("--timeout", type=float, default=600, help="give up after this long")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure a bare Starlette app making the raw driver's calls (get, post, patch)",
+    )
     args = parser.parse_args()
     args.operations = [op for op in args.operations.split(",") if op]
     unknown = set(args.operations) - set(OPERATIONS)
