@@ -389,7 +389,18 @@ async def test_resume_under_steady_writes_is_acked_quickly_and_other_subscriptio
         while len(got[ack["subscription"]]) + len(seen_first) < len(created) or len(
             got[side_ack["subscription"]]
         ) < len(side):
-            event = await socket.next()
+            try:
+                event = await socket.next()
+            except TimeoutError:  # say what is missing, to tell lateness from a gap
+                resumed = seen_first + got[ack["subscription"]]
+                missing = [i for i in created if i not in resumed]
+                late_side = [i for i in side if i not in got[side_ack["subscription"]]]
+                raise AssertionError(
+                    f"no event for 5 s: {len(missing)} of {len(created)} writes missing on "
+                    f"the resumed store (first {missing[:3]}, at index "
+                    f"{created.index(missing[0]) if missing else None}; resumed from "
+                    f"index {len(seen_first)}), {len(late_side)} of {len(side)} on the other"
+                ) from None
             got[event["subscription"]].append(event["id"])
         await socket.nothing(0.5)
     assert seen_first + got[ack["subscription"]] == created  # none missed, none twice, in order
