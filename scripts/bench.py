@@ -205,19 +205,20 @@ async def run(args: argparse.Namespace) -> None:
         meter: AsyncMongoClient[Any] = AsyncMongoClient(database.url)
 
         async def measure_api(
-            op: str, role: str, connections: int, target: subprocess.Popen[bytes] = server
+            op: str, role: str, connections: int, target: tuple[Any, str] = (server, url)
         ) -> dict[str, float]:
+            process, address = target
             script = workdir / f"{op}-{role}.lua"
             script.write_text(lua(op, tokens.get(role, admin), sample))
-            before = (tree_cpu(target.pid), cpu_seconds(database.pid), await opcount(meter))
+            before = (tree_cpu(process.pid), cpu_seconds(database.pid), await opcount(meter))
             began = time.monotonic()
             found = await asyncio.to_thread(
                 subprocess.run,
                 [wrk, "-t2", f"-c{connections}", f"-d{args.seconds}s", "--latency",
-                 "--timeout", "30s", "-s", str(script), floor_url if target is floor else url],
+                 "--timeout", "30s", "-s", str(script), address],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
-            after = (tree_cpu(target.pid), cpu_seconds(database.pid), await opcount(meter))
+            after = (tree_cpu(process.pid), cpu_seconds(database.pid), await opcount(meter))
             span = time.monotonic() - began
             api = parse_wrk(found.stdout)
             n = max(api["requests"], 1.0)
@@ -277,7 +278,7 @@ async def run(args: argparse.Namespace) -> None:
                     )
                 if floor is not None and op in FLOOR_OPS:
                     floors.setdefault(op, []).append(
-                        await measure_api(op, "floor", args.connections, floor)
+                        await measure_api(op, "floor", args.connections, (floor, floor_url))
                     )
                     say(f"{op} on the floor app: {floors[op][-1]['rate']:.1f} req/s")
         rows = [
