@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from contextvars import Context
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -59,6 +60,10 @@ IDEMPOTENCY = "_idempotency"
 HISTORY = "_history"
 AUDIT = "_audit"
 LEASES = "_leases"
+# Markers written into the change history, so that a reader of it knows where "now" was
+# (``Storage.fence``); the database deletes them after an hour.
+FENCES = "_fences"
+FENCE_TTL_S = 3600
 BUILD_DELAY_S = 0.5  # before a background index build starts
 # Index names the store definitions own; other indexes of a store are never touched by them.
 UNIQUE_PREFIX = "unique:"
@@ -258,6 +263,15 @@ class Storage:
             await self.db.command("ping", session=session)
             return session.operation_time
 
+    async def fence(self) -> ObjectId:
+        """Write a marker and return its id. Its change event follows, in the database's
+        history, every change acknowledged before this call: a change stream that has read
+        up to that event has read all of them, whatever empty reads came on the way."""
+        marker = ObjectId()
+        async with translated_async():
+            await self.system(FENCES).insert_one({"_id": marker, "at": datetime.now(UTC)})
+        return marker
+
     async def prepare_system(self, history_retention_s: int = 90 * 86400) -> None:
         """Indexes of the system collections; safe to run on every start."""
         async with translated_async():
@@ -286,6 +300,7 @@ class Storage:
             await failures.create_index("at", expireAfterSeconds=300)
             await failures.create_index([("key", ASCENDING), ("at", ASCENDING)])
             await self.system(IDEMPOTENCY).create_index("expiresAt", expireAfterSeconds=0)
+            await self.system(FENCES).create_index("at", expireAfterSeconds=FENCE_TTL_S)
 
     def is_prepared(self, name: str) -> bool:
         return name in self._ready_stores

@@ -9,10 +9,10 @@ A source may follow only some stores (``stores``: the hub's, the stores its sock
 so that the database, not the process, drops the changes nobody here listens to. When that
 set grows, ``refresh`` reopens the stream with the new filter from the token it had reached
 at that moment; whatever the old stream was reading meanwhile is dropped unread, and the new
-one reads it again, so there is no gap and no duplicate. That token may lie a little before
-the moment a store was added (the old stream was waiting on the database), so ``follow`` notes
-the database's time when a store is added and the new stream skips that store's changes up
-to it: a new subscriber hears of what happens after it subscribed, not before.
+one reads it again, so there is no gap and no duplicate for the stores followed before. For a
+store just added, the new stream may start a little before the moment it was added (the old
+stream was waiting on the database): which of those changes a new subscriber is owed is the
+hub's to decide (``Subscription.after``).
 """
 
 from __future__ import annotations
@@ -28,19 +28,15 @@ from typing import Any
 from bson.timestamp import Timestamp
 
 from app.acl import revision_of
-from app.errors import APIError, Invalid, ResumeExpired
+from app.errors import Invalid, ResumeExpired
 from app.storage import Document, Storage, change_stream
 
 log = logging.getLogger(__name__)
 
+STORE_OPERATIONS = ["insert", "update", "replace", "delete"]
 # Store collections only: system collections start with "_".
 STORE_EVENTS: list[Document] = [
-    {
-        "$match": {
-            "operationType": {"$in": ["insert", "update", "replace", "delete"]},
-            "ns.coll": {"$regex": "^[A-Za-z]"},
-        }
-    }
+    {"$match": {"operationType": {"$in": STORE_OPERATIONS}, "ns.coll": {"$regex": "^[A-Za-z]"}}}
 ]
 IDLE_PAUSE_S = 0.5  # between two reads of a stream that follows no store
 _TOKEN = re.compile(r"([0-9a-f]{1,8})\.([0-9a-f]{1,8})\.([0-9A-Fa-f]{2,4096})")
@@ -210,17 +206,9 @@ class ChangeSource:
         self.pace_s = pace_s
         self.sink = sink
         self.resume_after = resume_after
-        # The position of the last change handed to the sink (None before the first).
-        self.last: Position | None = None
         self.ready = asyncio.Event()
         self._stores = stores
         self.watching: frozenset[str] | None = None  # what the open stream follows; None: all
-        # The stores each of whose changes after ``last`` is sure to be handed over: those of
-        # the stream that handed over ``last`` (a store added later is covered from the new
-        # stream's start, which may lie after ``last``).
-        self._covered: frozenset[str] = frozenset()
-        # Stores being added: their changes at or before this time predate the subscription.
-        self._since: dict[str, Timestamp] = {}
         self._generation = 0  # bumped by refresh: a stream of an older one stops reading
         self._task: asyncio.Task[None] | None = None
         self._restarting: asyncio.Task[None] | None = None
@@ -237,25 +225,6 @@ class ChangeSource:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-    def covers(self, store: str) -> bool:
-        """Whether every change of ``store`` after ``last`` will be handed over."""
-        return self._stores is None or store in self._covered
-
-    async def follow(self, store: str) -> None:
-        """About to add ``store`` to ``stores()``: note the database's time, so the reopened
-        stream starts this store after it. Call before adding; ``refresh`` after."""
-        if self._stores is None or store in self._covered:
-            return
-        if self._restarting is None and self.watching is not None and store in self.watching:
-            return  # the open stream follows it already: no reopen will rewind it
-        try:
-            since = await self.storage.cluster_time()
-        except APIError as exc:  # the database is unreachable: the stream will tell
-            log.warning("no cluster time before following %s: %r", store, exc)
-            return
-        if since is not None and store not in self._covered:
-            self._since[store] = max(since, self._since.get(store, since))
 
     def refresh(self) -> None:
         """``stores()`` may have grown: reopen the stream to follow them all, from the token
@@ -310,13 +279,6 @@ class ChangeSource:
             change = Change.from_event(event)
             if change is None:
                 return
-            since = self._since.get(change.store)
-            if since is not None:
-                if change.position.time <= since:
-                    return  # made before the store was followed: nobody here waited for it
-                del self._since[change.store]
-            self.last = change.position
-            self._covered = self.watching or frozenset()
             self._prepare(change.store)
             self.sink(change)
         except Exception:

@@ -5,13 +5,20 @@ process's single ``ChangeSource`` and are routed in memory by store and id. A su
 an event only if they may read the entity after the change (create, update, enter) or could
 read it before (delete, leave); entities are projected by the subscription's ``only``.
 
+A new subscription hears of the changes made after the database time it noted when the
+subscribe arrived (``Subscription.after``): every one made after its ack, none made before
+the subscribe (a stream reopened for its store may start a little earlier).
+
 Resume: a ``subscribe`` carrying the ``resume`` token of the last event a client received
 first replays, from a stream of its own, the changes of that store between the token and a
-fixed end: the last change the live source had handed over when the subscribe arrived. Live
-changes after that end are held back meanwhile and released after the replay, so the client
-sees one ordered sequence with no gap and no duplicate, and the replay ends however fast
-writes continue. Each subscription's events wait for its own ack; the socket's other
-subscriptions keep receiving. What a replay holds is bounded (``QUEUE_LIMIT``).
+fixed end: a marker written into the database's history (``Storage.fence``) once the
+subscription is in place, so that the live source holds back, from a point before the
+marker, every change it hands over for the store. The replay reads to the marker (an empty
+read on the way is not the end: a database may answer one for a stretch of other changes);
+the held changes after it follow, so the client sees one ordered sequence with no gap and no
+duplicate, and the replay ends however fast writes continue. Each subscription's events wait
+for its own ack; the socket's other subscriptions keep receiving. What a replay holds is
+bounded (``QUEUE_LIMIT``).
 """
 
 from __future__ import annotations
@@ -35,11 +42,11 @@ from app.acl import Principal, readers_in
 from app.errors import APIError, BadRequest, Conflict, Internal, Invalid, NotFound, ResumeExpired
 from app.filters import Where
 from app.query import Only, only_fields
-from app.realtime.changes import STORE_EVENTS, Change, ChangeSource, Position
+from app.realtime.changes import STORE_OPERATIONS, Change, ChangeSource, Position
 from app.realtime.events import Rendered, encode, operation
 from app.realtime.outbox import Outbox
 from app.realtime.peers import Peer
-from app.storage import change_stream
+from app.storage import FENCES, Document, change_stream
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -62,12 +69,18 @@ class Subscription:
     entity_id: ObjectId | None
     only: Only | None
     where: Where | None = None
+    # Changes at or before this database time were made before the subscribe: not for it.
+    after: Timestamp | None = None
     live: bool = True  # False while a resume replays: live changes wait in ``held``
     held: list[Change] = field(default_factory=list)
     acked: bool = False  # False until the subscribe's ack is on its way: events wait
     pending: list[str] = field(default_factory=list)
 
     def wants(self, change: Change) -> bool:
+        if self.after is not None:
+            if change.position.time <= self.after:
+                return False
+            self.after = None  # changes come in order: every later one is after it too
         return self.entity_id is None or self.entity_id == change.id
 
     def deliver(self, payload: str) -> None:
@@ -144,6 +157,20 @@ def subscriber_event(sub: Subscription, rendered: Rendered) -> str | None:
 
         op = operation(rendered.change, visible, admin)
     return None if op is None else encode(rendered, sub.id, op, sub.only)
+
+
+def replay_pipeline(store: str, fence: Any) -> list[Document]:
+    """A resume's stream: the store's changes, and the one marker that ends the replay."""
+    return [
+        {
+            "$match": {
+                "$or": [
+                    {"operationType": {"$in": STORE_OPERATIONS}, "ns.coll": store},
+                    {"operationType": "insert", "ns.coll": FENCES, "documentKey._id": fence},
+                ]
+            }
+        }
+    ]
 
 
 def event_for(sub: Subscription, rendered: Rendered) -> dict[str, Any] | None:
@@ -289,22 +316,19 @@ class Hub:
             await services.entities.get(store, entity_id, client.principal)  # 404 if unreadable
 
         sub = Subscription(secrets.token_hex(8), client, store, entity_id, only, where)
-        if self.source is not None:
-            await self.source.follow(store)
-        if resume is not None:
-            # No await between reading the end and adding the subscription: every change
-            # after ``end`` reaches ``held``, every one up to it comes from the replay.
-            source = self.source
-            end = source.last if source is not None and source.covers(store) else None
+        if resume is None:
+            sub.after = await self._now(services)
+            self._add(sub)
+        else:
+            # Added before anything awaits: every change the live source hands over for the
+            # store from now on reaches ``held``; the replay brings those before the marker.
             sub.live = False
             self._add(sub)
             try:
-                await self._replay(sub, resume, end)
+                await self._replay(sub, resume)
             except BaseException:
                 self._remove(sub)
                 raise
-        else:
-            self._add(sub)
         # Run on the next loop turn, after the front has queued the ack.
         asyncio.get_running_loop().call_soon(sub.ack)
         return {"success": True, "subscription": sub.id}
@@ -317,29 +341,34 @@ class Hub:
         self._remove(sub)
         return {"success": True}
 
-    async def _replay(self, sub: Subscription, resume: Position, end: Position | None) -> None:
-        """Deliver what ``sub`` missed after ``resume`` up to ``end`` (the live source's last
-        change when the subscribe arrived), then release what was held back after it."""
-        services = self._services()
-        last: Timestamp = resume.time
+    async def _now(self, services: Services) -> Timestamp | None:
+        """The database's time, or None (and every change the stream hands over) when it
+        cannot be read: the stream reports the outage itself."""
+        try:
+            return await services.storage.cluster_time()
+        except APIError as exc:
+            log.warning("no database time for a new subscription: %r", exc)
+            return None
+
+    async def _replay(self, sub: Subscription, resume: Position) -> None:
+        """Deliver what ``sub`` missed after ``resume`` up to a marker written now, then
+        release what was held back after it."""
+        storage = self._services().storage
+        fence = await storage.fence()
         replayed = 0
-        pipeline = [*STORE_EVENTS, {"$match": {"ns.coll": sub.store}}]
         async with change_stream(
-            services.storage, pipeline, {"_data": resume.data}, max_await_ms=50
+            storage, replay_pipeline(sub.store, fence), {"_data": resume.data}, max_await_ms=50
         ) as stream:
             while True:
                 event = await stream.try_next()
                 if event is None:
-                    break  # caught up with the database
+                    continue  # not the end: that is the marker (the deadline bounds the wait)
+                if event["ns"]["coll"] == FENCES:
+                    end: Timestamp = event["clusterTime"]
+                    break
                 change = Change.from_event(event)
                 if change is None:
                     continue
-                time = change.position.time
-                if end is not None and time > end.time:
-                    break  # the live source handed this one over after the subscribe: held
-                if sub.held and time >= sub.held[0].position.time:
-                    break  # from here on the held changes take over
-                last = max(last, time)
                 replayed += 1
                 if replayed > QUEUE_LIMIT:
                     raise ResumeExpired(
@@ -350,9 +379,11 @@ class Hub:
                     payload = subscriber_event(sub, Rendered(change))
                     if payload is not None:
                         sub.deliver(payload)
-        # Everything up to ``last`` came from the replay; what was held after it goes next.
+        # Everything before the marker came from the replay; what was held after it goes next,
+        # and so does what the live source, which may lag behind the replay, hands over later.
+        sub.after = end
         for change in sub.held:
-            if change.position.time > last:
+            if sub.wants(change):
                 payload = subscriber_event(sub, Rendered(change))
                 if payload is not None:
                     sub.deliver(payload)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import pytest
@@ -160,18 +161,33 @@ async def test_detach_forgets_the_clients_subscriptions_entirely():
     assert hub.by_store == {} and hub.clients == {}
 
 
+FENCE = ObjectId()
+
+
 class _EndlessStream:
     """A change stream that never runs dry, as under steady writes: every read returns the
-    next insert, one cluster second later."""
+    next insert, one cluster second later, but for an empty read now and then (as a database
+    answers for a stretch of other collections' changes) and the marker at ``fence_at``.
+    ``meanwhile`` runs once a given second is read, as the live source would."""
 
-    def __init__(self, start: int):
+    def __init__(self, start: int, fence_at: int, meanwhile: dict[int, Any]):
         self.next_time = start
+        self.fence_at = fence_at
+        self.meanwhile = meanwhile
+        self.reads = 0
 
-    async def try_next(self) -> dict[str, Any]:
+    async def try_next(self) -> dict[str, Any] | None:
         import asyncio
 
         await asyncio.sleep(0)  # like a real read, it lets the loop run (and time out)
+        self.reads += 1
+        if self.reads % 4 == 0:
+            return None
         self.next_time += 1
+        if self.next_time in self.meanwhile:
+            self.meanwhile.pop(self.next_time)()
+        if self.next_time == self.fence_at:
+            return _fence_event(self.next_time)
         return _insert_event(self.next_time)
 
 
@@ -189,8 +205,36 @@ def _insert_event(seconds: int) -> dict[str, Any]:
     }
 
 
-async def test_a_replay_ends_at_the_live_position_even_when_the_stream_never_runs_dry(
-    monkeypatch,
+def _fence_event(seconds: int) -> dict[str, Any]:
+    return {
+        "operationType": "insert",
+        "ns": {"db": "x", "coll": "_fences"},
+        "documentKey": {"_id": FENCE},
+        "fullDocument": {"_id": FENCE},
+        "clusterTime": Timestamp(seconds, 1),
+        "wallTime": None,
+        "_id": {"_data": f"{seconds:08x}"},
+    }
+
+
+def _change_at(seconds: int) -> Change:
+    change = Change.from_event(_insert_event(seconds))
+    assert change is not None
+    return change
+
+
+@pytest.mark.parametrize(
+    ("held", "later", "expected"),
+    [
+        # The live source hands over, while the replay reads, a change the replay reads too
+        # (before the marker) and one after the marker: each arrives once, in order.
+        ([1_000_025, 1_000_031], [1_000_032], [*range(1_000_001, 1_000_030), 1_000_031, 1_000_032]),
+        # A live source that lags behind the replay hands over nothing twice.
+        ([1_000_025], [1_000_029, 1_000_033], [*range(1_000_001, 1_000_030), 1_000_033]),
+    ],
+)
+async def test_a_replay_ends_at_its_marker_through_empty_reads_and_steady_writes(
+    monkeypatch, held, later, expected
 ):
     import asyncio
     import contextlib
@@ -198,31 +242,37 @@ async def test_a_replay_ends_at_the_live_position_even_when_the_stream_never_run
 
     from app.realtime import hub as hub_module
 
+    hub = hub_module.Hub()
+    meanwhile: dict[int, Any] = {
+        1_000_010 + n: functools.partial(hub.publish, _change_at(at)) for n, at in enumerate(held)
+    }
+
     @contextlib.asynccontextmanager
     async def endless(storage, pipeline, resume_after=None, max_await_ms=None):
-        yield _EndlessStream(int(resume_after["_data"], 16))
+        assert pipeline == hub_module.replay_pipeline("orders", FENCE)
+        yield _EndlessStream(int(resume_after["_data"], 16), 1_000_030, meanwhile)
+
+    async def fence() -> ObjectId:
+        return FENCE
 
     monkeypatch.setattr(hub_module, "change_stream", endless)
-    hub = hub_module.Hub()
     hub.services = SimpleNamespace(  # type: ignore[assignment]
-        storage=SimpleNamespace(request_timeout=lambda wanted: wanted),
+        storage=SimpleNamespace(request_timeout=lambda wanted: wanted, fence=fence),
         settings=SimpleNamespace(db_timeout_ms=10_000),
     )
-    # The live source has handed over everything up to cluster second 1,000,030.
-    end = Change.from_event(_insert_event(1_000_030))
-    assert end is not None
-
-    # ... and it has followed the store all along.
-    async def follow(store: str) -> None:
-        return None
-
-    hub.source = SimpleNamespace(  # type: ignore[assignment]
-        last=end.position, covers=lambda store: True, refresh=lambda: None, follow=follow
-    )
+    hub.source = SimpleNamespace(refresh=lambda: None)  # type: ignore[assignment]
     peer = _RecordingPeer(OWNER)
     hub.attach(peer)  # type: ignore[arg-type]
     client = hub.clients[id(peer)]
     assert client.peer is peer
+
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)  # the ack's and the fan-out's turns
+
+    def sent() -> list[int]:
+        return [orjson_loads(p)["entity"]["n"] for p in peer.sent]
+
     try:
         resume = Position(Timestamp(1_000_000, 1), f"{1_000_000:08x}")
         ack = await asyncio.wait_for(
@@ -231,19 +281,12 @@ async def test_a_replay_ends_at_the_live_position_even_when_the_stream_never_run
         )
         assert ack["success"] is True
         sub = client.subscriptions[ack["subscription"]]
-        for _ in range(5):
-            await asyncio.sleep(0)  # the ack's turn: what waited for it goes out
-        assert sub.live and sub.acked and not sub.held
-        replayed = [orjson_loads(p)["entity"]["n"] for p in peer.sent]
-        assert replayed == list(range(1_000_001, 1_000_031))  # up to the end, not beyond
-        # Live changes after the end arrive through the source as usual.
-        later = Change.from_event(_insert_event(1_000_031))
-        assert later is not None
-        hub.publish(later)
-        for _ in range(5):
-            await asyncio.sleep(0)
-        assert orjson_loads(peer.sent[-1])["entity"]["n"] == 1_000_031
-        assert len(peer.sent) == 31
+        await settle()
+        assert sub.live and sub.acked and not sub.held and not meanwhile
+        for at in later:  # live changes, through the source as usual
+            hub.publish(_change_at(at))
+        await settle()
+        assert sent() == expected  # up to the marker (not beyond), then what is newer, once
     finally:
         await hub.detach(peer)  # type: ignore[arg-type]
 
