@@ -18,7 +18,8 @@ read on the way is not the end: a database may answer one for a stretch of other
 the held changes after it follow, so the client sees one ordered sequence with no gap and no
 duplicate, and the replay ends however fast writes continue. Each subscription's events wait
 for its own ack; the socket's other subscriptions keep receiving. What a replay holds is
-bounded (``QUEUE_LIMIT``).
+bounded (``QUEUE_LIMIT``), and so is how many replays run at once (``REPLAY_LIMIT``, as many
+waiting at most ``REPLAY_WAIT_S``; past that the ack is ``UNAVAILABLE``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,17 @@ from bson.timestamp import Timestamp
 
 from app import filters, validation
 from app.acl import Principal, readers_in
-from app.errors import APIError, BadRequest, Conflict, Internal, Invalid, NotFound, ResumeExpired
+from app.admission import Lane
+from app.errors import (
+    APIError,
+    BadRequest,
+    Conflict,
+    Internal,
+    Invalid,
+    NotFound,
+    ResumeExpired,
+    Unavailable,
+)
 from app.filters import Where
 from app.query import Only, only_fields
 from app.realtime.changes import STORE_OPERATIONS, Change, ChangeSource, Position
@@ -55,6 +66,8 @@ log = logging.getLogger(__name__)
 
 MAX_SUBSCRIPTIONS = 100
 QUEUE_LIMIT = 10_000
+REPLAY_LIMIT = 32  # resumes replaying at once in a process (each reads a stream of its own)
+REPLAY_WAIT_S = 2.0  # how long a resume waits for a free replay before it is refused
 FANOUT_SLICE = 200  # subscribers served between two turns of the event loop
 LIVENESS_SECONDS = 1.0
 LIVENESS_DEADLINE_S = 5.0  # one credential check may not hold up the others for longer
@@ -190,6 +203,7 @@ class Hub:
         self._fanout: deque[tuple[Rendered, list[Subscription]]] = deque()
         self._fanout_ready = asyncio.Event()
         self._fanout_task: asyncio.Task[None] | None = None
+        self.replays = Lane("replay", REPLAY_LIMIT)
 
     async def start(self, services: Services) -> None:
         self.services = services
@@ -320,15 +334,21 @@ class Hub:
             sub.after = await self._now(services)
             self._add(sub)
         else:
-            # Added before anything awaits: every change the live source hands over for the
-            # store from now on reaches ``held``; the replay brings those before the marker.
-            sub.live = False
-            self._add(sub)
+            if not self.replays.try_enter() and not await self.replays.enter(REPLAY_WAIT_S):
+                raise Unavailable("Too many resumes at once; try again shortly", retry_after=1)
             try:
-                await self._replay(sub, resume)
-            except BaseException:
-                self._remove(sub)
-                raise
+                # Added before anything awaits: every change the live source hands over for
+                # the store from now on reaches ``held``; the replay brings those before the
+                # marker.
+                sub.live = False
+                self._add(sub)
+                try:
+                    await self._replay(sub, resume)
+                except BaseException:
+                    self._remove(sub)
+                    raise
+            finally:
+                self.replays.leave()
         # Run on the next loop turn, after the front has queued the ack.
         asyncio.get_running_loop().call_soon(sub.ack)
         return {"success": True, "subscription": sub.id}

@@ -304,3 +304,68 @@ def orjson_loads(payload: str) -> dict[str, Any]:
     import orjson
 
     return dict(orjson.loads(payload))
+
+
+async def test_resumes_replay_a_bounded_number_at_once_and_the_rest_are_refused_fast(
+    monkeypatch,
+):
+    """Each replay reads a stream of its own: past ``REPLAY_LIMIT`` running and as many
+    waiting, a resume is answered ``UNAVAILABLE`` at once; a waiting one, after
+    ``REPLAY_WAIT_S``. Slots come back when replays end, refused or not."""
+    import asyncio
+    import contextlib
+    from types import SimpleNamespace
+
+    from app.realtime import hub as hub_module
+
+    monkeypatch.setattr(hub_module, "REPLAY_LIMIT", 2)
+    monkeypatch.setattr(hub_module, "REPLAY_WAIT_S", 0.2)
+    gate = asyncio.Event()
+
+    class _Gated:
+        async def try_next(self) -> dict[str, Any]:
+            await gate.wait()  # a replay that takes a while
+            return _fence_event(1_000_001)
+
+    @contextlib.asynccontextmanager
+    async def gated(storage, pipeline, resume_after=None, max_await_ms=None):
+        yield _Gated()
+
+    async def fence() -> ObjectId:
+        return FENCE
+
+    monkeypatch.setattr(hub_module, "change_stream", gated)
+    hub = hub_module.Hub()
+    hub.services = SimpleNamespace(  # type: ignore[assignment]
+        storage=SimpleNamespace(request_timeout=lambda wanted: wanted, fence=fence),
+        settings=SimpleNamespace(db_timeout_ms=10_000),
+    )
+    hub.source = SimpleNamespace(refresh=lambda: None)  # type: ignore[assignment]
+    peers = [_RecordingPeer(OWNER) for _ in range(6)]
+    for peer in peers:
+        hub.attach(peer)  # type: ignore[arg-type]
+    resume = {"store": "orders", "resume": Position(Timestamp(1_000_000, 1), "00").token()}
+
+    def subscribe(peer: _RecordingPeer) -> asyncio.Task[dict[str, Any]]:
+        return asyncio.create_task(hub.handle(peer, "subscribe", resume))  # type: ignore[arg-type]
+
+    try:
+        tasks = []
+        for peer in peers[:5]:
+            tasks.append(subscribe(peer))
+            await asyncio.sleep(0)  # in this order: two run, two wait, one is refused
+        await asyncio.sleep(0.05)
+        refused_at_once = tasks[4]
+        assert refused_at_once.done() and refused_at_once.result()["error"] == "UNAVAILABLE"
+        await asyncio.sleep(0.3)  # the two waiting give up
+        for waited in tasks[2:4]:
+            assert waited.done() and waited.result()["code"] == "503"
+        assert not any(task.done() for task in tasks[:2])
+        gate.set()
+        for ran in tasks[:2]:
+            assert (await asyncio.wait_for(ran, 2))["success"] is True
+        assert hub.replays.running == 0 and hub.replays.waiting == 0
+        assert (await asyncio.wait_for(subscribe(peers[5]), 2))["success"] is True
+    finally:
+        for peer in peers:
+            await hub.detach(peer)  # type: ignore[arg-type]
