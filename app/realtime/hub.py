@@ -186,6 +186,16 @@ def replay_pipeline(store: str, fence: Any) -> list[Document]:
     ]
 
 
+def safe_event(sub: Subscription, rendered: Rendered) -> str | None:
+    """``subscriber_event``, or None (logged) for a change that cannot be rendered: one odd
+    document, which another program may have stored, never stops the events after it."""
+    try:
+        return subscriber_event(sub, rendered)
+    except Exception:
+        log.exception("could not render a change of %s", rendered.change.store)
+        return None
+
+
 def event_for(sub: Subscription, rendered: Rendered) -> dict[str, Any] | None:
     """``subscriber_event`` as a dict (for tests and tools)."""
     encoded = subscriber_event(sub, rendered)
@@ -297,11 +307,7 @@ class Hub:
                         await asyncio.sleep(0)  # let requests and socket writes run
                     if sub.client.subscriptions.get(sub.id) is not sub:
                         continue  # unsubscribed or disconnected meanwhile
-                    try:
-                        payload = subscriber_event(sub, rendered)
-                    except Exception:  # one odd document never stops the others' events
-                        log.exception("could not render a change of %s", rendered.change.store)
-                        continue
+                    payload = safe_event(sub, rendered)
                     if payload is not None:
                         sub.deliver(payload)
 
@@ -386,7 +392,11 @@ class Hub:
                 if event["ns"]["coll"] == FENCES:
                     end: Timestamp = event["clusterTime"]
                     break
-                change = Change.from_event(event)
+                try:
+                    change = Change.from_event(event)
+                except Exception:  # as the live source does: skipped, never the end
+                    log.exception("could not read a change of %s to replay", sub.store)
+                    continue
                 if change is None:
                     continue
                 replayed += 1
@@ -396,7 +406,7 @@ class Hub:
                         "subscribe again"
                     )
                 if sub.wants(change):
-                    payload = subscriber_event(sub, Rendered(change))
+                    payload = safe_event(sub, Rendered(change))
                     if payload is not None:
                         sub.deliver(payload)
         # Everything before the marker came from the replay; what was held after it goes next,
@@ -404,7 +414,7 @@ class Hub:
         sub.after = end
         for change in sub.held:
             if sub.wants(change):
-                payload = subscriber_event(sub, Rendered(change))
+                payload = safe_event(sub, Rendered(change))
                 if payload is not None:
                     sub.deliver(payload)
         sub.held.clear()

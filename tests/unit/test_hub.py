@@ -223,18 +223,29 @@ def _change_at(seconds: int) -> Change:
     return change
 
 
+_REPLAYED = list(range(1_000_001, 1_000_030))
+
+
 @pytest.mark.parametrize(
-    ("held", "later", "expected"),
+    ("held", "later", "odd", "expected"),
     [
         # The live source hands over, while the replay reads, a change the replay reads too
         # (before the marker) and one after the marker: each arrives once, in order.
-        ([1_000_025, 1_000_031], [1_000_032], [*range(1_000_001, 1_000_030), 1_000_031, 1_000_032]),
+        ([1_000_025, 1_000_031], [1_000_032], (), [*_REPLAYED, 1_000_031, 1_000_032]),
         # A live source that lags behind the replay hands over nothing twice.
-        ([1_000_025], [1_000_029, 1_000_033], [*range(1_000_001, 1_000_030), 1_000_033]),
+        ([1_000_025], [1_000_029, 1_000_033], (), [*_REPLAYED, 1_000_033]),
+        # A change that cannot be rendered (an odd document another program stored) is left
+        # out, replayed, held or live, and the events after it still come.
+        (
+            [1_000_025, 1_000_031],
+            [1_000_032, 1_000_033],
+            (1_000_005, 1_000_031, 1_000_032),
+            [n for n in _REPLAYED if n != 1_000_005] + [1_000_033],
+        ),
     ],
 )
 async def test_a_replay_ends_at_its_marker_through_empty_reads_and_steady_writes(
-    monkeypatch, held, later, expected
+    monkeypatch, held, later, odd, expected
 ):
     import asyncio
     import contextlib
@@ -255,7 +266,15 @@ async def test_a_replay_ends_at_its_marker_through_empty_reads_and_steady_writes
     async def fence() -> ObjectId:
         return FENCE
 
+    real_encode = hub_module.encode
+
+    def picky_encode(rendered: Rendered, *rest: Any) -> str:
+        if rendered.change.after is not None and rendered.change.after["n"] in odd:
+            raise ValueError("a value no event can carry")
+        return real_encode(rendered, *rest)
+
     monkeypatch.setattr(hub_module, "change_stream", endless)
+    monkeypatch.setattr(hub_module, "encode", picky_encode)
     hub.services = SimpleNamespace(  # type: ignore[assignment]
         storage=SimpleNamespace(request_timeout=lambda wanted: wanted, fence=fence),
         settings=SimpleNamespace(db_timeout_ms=10_000),
