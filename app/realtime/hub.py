@@ -340,7 +340,7 @@ class Hub:
             sub.after = await self._now(services)
             self._add(sub)
         else:
-            if not self.replays.try_enter() and not await self.replays.enter(REPLAY_WAIT_S):
+            if not await self.replays.enter(REPLAY_WAIT_S):
                 raise Unavailable("Too many resumes at once; try again shortly", retry_after=1)
             try:
                 # Added before anything awaits: every change the live source hands over for
@@ -348,11 +348,10 @@ class Hub:
                 # marker.
                 sub.live = False
                 self._add(sub)
-                try:
-                    await self._replay(sub, resume)
-                except BaseException:
-                    self._remove(sub)
-                    raise
+                await self._replay(sub, resume)
+            except BaseException:
+                self._remove(sub)
+                raise
             finally:
                 self.replays.leave()
         # Run on the next loop turn, after the front has queued the ack.
