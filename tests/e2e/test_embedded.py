@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pymongo import MongoClient
+from pymongo import MongoClient, monitoring
 
 from app.embedded import EmbeddedDatabase, EmbeddedDatabaseError, free_port
 
@@ -31,7 +31,7 @@ def test_data_survives_restart_and_stop_ends_the_process(tmp_path: Path) -> None
     try:
         first_pid, port = db.pid, db.port
         assert first_pid is not None
-        assert db.url == f"mongodb://127.0.0.1:{port}/?directConnection=true"
+        assert db.url == f"mongodb://127.0.0.1:{port}/?directConnection=true&retryWrites=false"
         with _client(db.url) as client:
             client.probe.things.insert_one({"_id": "kept", "n": 1})
 
@@ -82,3 +82,34 @@ def test_missing_executable_says_how_to_install(
 def test_url_before_start_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(EmbeddedDatabaseError, match="not been started"):
         _ = EmbeddedDatabase(tmp_path / "db").url
+
+
+class _Inserts(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.commands: list[dict[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "insert":
+            self.commands.append(dict(event.command))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def test_writes_through_its_url_are_not_retryable_writes(database: EmbeddedDatabase) -> None:
+    """SecantusDB walks every retryable write of the last 30 minutes on each new one (and
+    sorts them all past 10,000): its URL turns them off, so writes stay as fast as the first.
+    The server does take them otherwise (it says it is a replica set): a plain URL sends one."""
+    plain = database.url.replace("&retryWrites=false", "")
+    assert plain != database.url
+    sent = {}
+    for name, url in (("ours", database.url), ("plain", plain)):
+        listener = _Inserts()
+        with MongoClient(url, serverSelectionTimeoutMS=5000, event_listeners=[listener]) as c:
+            c.probe.retries.insert_one({"n": 1})
+        assert len(listener.commands) == 1
+        sent[name] = "txnNumber" in listener.commands[0]
+    assert sent == {"ours": False, "plain": True}
