@@ -39,6 +39,9 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
+        # Above info no access line is written, but uvicorn would still build each one's
+        # arguments (the path with its query, the client's address) for every request.
+        "access_log": settings.log_level in ("trace", "debug", "info"),
         "proxy_headers": True,
         # "auto" picks uvloop and httptools (installed with the project) where they run.
         "loop": "auto",

@@ -35,6 +35,14 @@ def _store(request: Request) -> str:
     return validation.store_name(request.path_params["store"])
 
 
+def _path(request: Request) -> str:
+    """The request's path, as ``request.url.path`` gives it for the store and entity paths
+    (whose names and ids are checked before this is used, so nothing in them needs escaping),
+    without parsing a whole URL from the scope for it."""
+    path: str = request.scope["path"]
+    return path
+
+
 def _entity_path(request: Request) -> tuple[str, ObjectId]:
     return _store(request), validation.object_id(request.path_params["entity_id"])
 
@@ -46,7 +54,7 @@ async def _once(
     key = request.headers.get("idempotency-key")
     if key is None:
         return await work()
-    scope = f"{request.method} {request.url.path}"
+    scope = f"{request.method} {_path(request)}"
     idempotency = services(request).idempotency
     return await idempotency.run(user, key, scope, body, work, request_id(request))
 
@@ -59,7 +67,7 @@ async def create(request: Request) -> Response:
 
     async def work() -> Response:
         entity = await found.entities.create(store, body, user)
-        location = f"{request.url.path.rstrip('/')}/{entity['_id']}"
+        location = f"{_path(request).rstrip('/')}/{entity['_id']}"
         return entity_response(entity, 201, {"Location": location})
 
     return await _once(request, user, body, work)
@@ -97,7 +105,7 @@ async def list_entities(request: Request) -> Response:
             following = query.next_params(cursor=token or request.query_params.get("cursor"))
             if token is None:  # sort values too long to carry: continue by offset
                 following["offset"] = str(query.offset + query.limit)
-        headers["Link"] = f'<{request.url.path}?{urlencode(following)}>; rel="next"'
+        headers["Link"] = f'<{_path(request)}?{urlencode(following)}>; rel="next"'
     return json_array_response(page.slices, headers)
 
 

@@ -131,3 +131,16 @@ def test_max_entity_bytes_default_and_ceiling() -> None:
     for bad in ("5242881", "16777216", "0", "big"):
         with pytest.raises(SettingsError, match="MAX_ENTITY_BYTES"):
             Settings.from_env({"MAX_ENTITY_BYTES": bad})
+
+
+@pytest.mark.parametrize(
+    ("level", "access_log"), [("debug", True), ("info", True), ("warning", False), ("error", False)]
+)
+def test_uvicorn_writes_access_lines_only_at_levels_that_show_them(
+    level: str, access_log: bool
+) -> None:
+    from app.__main__ import server_options
+
+    options = server_options(Settings.from_env({"LOG_LEVEL": level}))
+    assert options["log_level"] == level
+    assert options["access_log"] is access_log
