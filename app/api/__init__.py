@@ -125,11 +125,6 @@ def shortcut_route(routes: list[BaseRoute], template: str) -> Resource | None:
     return found
 
 
-def entity_route(routes: list[BaseRoute]) -> Resource | None:
-    """The entity route, if the shortcut may take the paths of its shape."""
-    return shortcut_route(routes, ENTITY_PATH)
-
-
 def _store_shaped(store: str) -> bool:
     """Whether ``/api/v1/{store}`` is a path the store route takes."""
     return bool(store) and store not in SYSTEM_NAMES

@@ -11,7 +11,7 @@ import pytest
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from app.api import ENTITY_PATH, STORE_PATH, entity_route, resource, routes, shortcut_route
+from app.api import ENTITY_PATH, STORE_PATH, resource, routes, shortcut_route
 
 
 async def _nothing(request: Any) -> Response:
@@ -19,7 +19,7 @@ async def _nothing(request: Any) -> Response:
 
 
 def test_the_shortcut_stands_aside_for_routes_that_could_claim_its_paths() -> None:
-    found = entity_route(routes)
+    found = shortcut_route(routes, ENTITY_PATH)
     assert found is not None and found.path == ENTITY_PATH
     for extra in (
         resource("/api/v1/{store}/export", GET=_nothing),
@@ -27,10 +27,16 @@ def test_the_shortcut_stands_aside_for_routes_that_could_claim_its_paths() -> No
         Route("/api/v1/{rest:path}", _nothing),
         Mount("/api/v1/files", app=_nothing),
     ):
-        assert entity_route([*routes, extra]) is None, extra
+        assert shortcut_route([*routes, extra], ENTITY_PATH) is None, extra
     # Routes of that shape the shortcut never takes leave it in place.
-    assert entity_route([*routes, resource("/api/v1/{store}/_export", GET=_nothing)]) is found
-    assert entity_route([*routes, Route("/api/v1/_users/{user}/roles", _nothing)]) is found
+    assert (
+        shortcut_route([*routes, resource("/api/v1/{store}/_export", GET=_nothing)], ENTITY_PATH)
+        is found
+    )
+    assert (
+        shortcut_route([*routes, Route("/api/v1/_users/{user}/roles", _nothing)], ENTITY_PATH)
+        is found
+    )
 
 
 def test_the_store_shortcut_stands_aside_for_routes_that_could_claim_its_paths() -> None:
