@@ -422,6 +422,46 @@ class Storage:
 _BAD_TOKEN = {9, 14, 260, 50811}
 
 
+class ChangeStream:
+    """A change stream whose update events carry the document after the change: from the
+    pre-image and the update description (exact; the readers do that), or, for an update the
+    database kept no pre-image of, the document as it is now, looked up here.
+
+    The database is not asked to look up every update's document itself
+    (``fullDocument: updateLookup``): that is one read per update for every open stream, and
+    SecantusDB makes it before the stream's filter, so the stream of a store nobody follows
+    paid for it too. Only the updates of a store written outside the API before it got its
+    pre-images need the lookup."""
+
+    def __init__(self, storage: Storage, stream: Any):
+        self._storage = storage
+        self._stream = stream
+
+    @property
+    def resume_token(self) -> Document | None:
+        token: Document | None = self._stream.resume_token
+        return token
+
+    async def try_next(self) -> Document | None:
+        event: Document | None = await self._stream.try_next()
+        if (
+            event is not None
+            and event.get("operationType") == "update"
+            and event.get("fullDocumentBeforeChange") is None
+        ):
+            event["fullDocument"] = await self._storage.entity(
+                event["ns"]["coll"], event["documentKey"]["_id"]
+            )
+        return event
+
+    def drained(self) -> bool:
+        """Whether the changes the last read brought are all handed over (the next one would
+        read from the database). The driver does not say so publicly; without its buffer to
+        look at, never."""
+        buffered = getattr(getattr(self._stream, "_cursor", None), "_data", None)
+        return buffered is not None and not buffered
+
+
 @asynccontextmanager
 async def change_stream(
     storage: Storage,
@@ -429,8 +469,9 @@ async def change_stream(
     resume_after: Document | None = None,
     max_await_ms: int | None = None,
     start_at: Timestamp | None = None,
-) -> AsyncIterator[Any]:
-    """A database-wide change stream with pre-images where the collection keeps them.
+) -> AsyncIterator[ChangeStream]:
+    """A database-wide change stream with pre-images where the collection keeps them (see
+    ``ChangeStream``).
 
     Raises Invalid for a malformed resume token, ResumeExpired when the database no longer
     holds the history after it, and the usual translations otherwise."""
@@ -439,7 +480,6 @@ async def change_stream(
             pipeline,
             resume_after=resume_after,
             start_at_operation_time=start_at,
-            full_document="updateLookup",
             full_document_before_change="whenAvailable",
             max_await_time_ms=max_await_ms,
         )
@@ -453,6 +493,6 @@ async def change_stream(
         raise  # pragma: no cover
     try:
         async with translated_async():
-            yield stream
+            yield ChangeStream(storage, stream)
     finally:
         await stream.close()

@@ -180,14 +180,6 @@ def _remove_path(document: Any, segments: list[str], copied: set[int]) -> None:
         parent[int(last)] = None
 
 
-def _drained(stream: Any) -> bool:
-    """Whether the changes the last read brought are all handed over (the next one would
-    read from the database). The driver does not say so publicly; without its buffer to look
-    at, never (no pacing, as before)."""
-    buffered = getattr(getattr(stream, "_cursor", None), "_data", None)
-    return buffered is not None and not buffered
-
-
 class ChangeSource:
     """Follows the database's change stream and calls ``sink`` with each store change: of
     every store, or of those ``stores()`` names."""
@@ -303,7 +295,7 @@ class ChangeSource:
                         self.resume_after = stream.resume_token or self.resume_after
                         if event is not None:
                             self._deliver(event)
-                            if self.pace_s and _drained(stream):
+                            if self.pace_s and stream.drained():
                                 await asyncio.sleep(self.pace_s)
                         elif self.watching is not None and not self.watching:
                             # Following no store: the stream only keeps its token fresh

@@ -16,7 +16,7 @@ from pymongo import monitoring
 from app import history as history_module
 from app.history import History
 from app.realtime.changes import Change, ChangeSource, Position
-from app.storage import HISTORY, Storage
+from app.storage import HISTORY, Storage, change_stream
 from tests.e2e.sockets import listening, token_of
 from tests.e2e.support import raw_database
 from tests.helpers import unique
@@ -348,3 +348,67 @@ async def test_the_stream_a_subscribe_reopens_outlives_that_requests_deadline(
         for n in range(2):
             made = (await user.post(f"/api/v1/{store}", json={"n": n})).json()
             assert (await socket.next())["entity"] == made
+
+
+async def _next_update(stream: Any) -> dict[str, Any]:
+    for _ in range(100):
+        event = await stream.try_next()
+        if event is not None and event["operationType"] == "update":
+            found: dict[str, Any] = event
+            return found
+    raise AssertionError("no update event")
+
+
+async def test_an_update_comes_from_its_pre_image_without_a_lookup_by_the_database(mongodb_url):
+    """A store the API prepared keeps pre-images: an update event carries the entity as it
+    was and what changed, the database looks nothing up for it (no ``fullDocument``), and the
+    change's document after it is exact."""
+    db_name, store = unique("images"), unique("kept")
+    storage = Storage(mongodb_url, db_name)
+    try:
+        await storage.prepare_store(store)
+        collection = storage.store(store)
+        entity_id = (await collection.insert_one({"n": 1, "tags": ["a"]})).inserted_id
+        async with change_stream(storage, [{"$match": {"ns.coll": store}}], max_await_ms=50) as s:
+            await collection.update_one({"_id": entity_id}, {"$set": {"n": 2, "tags.1": "b"}})
+            await collection.update_one({"_id": entity_id}, {"$set": {"n": 3}})
+            event = await _next_update(s)
+        assert event["fullDocumentBeforeChange"]["n"] == 1
+        assert "fullDocument" not in event
+        change = Change.from_event(event)
+        assert change is not None and change.after == {"_id": entity_id, "n": 2, "tags": ["a", "b"]}
+    finally:
+        await storage.close()
+
+
+async def test_an_update_without_a_pre_image_carries_the_document_as_it_is_now(mongodb_url):
+    """A collection written outside the API keeps no pre-images until the server prepares
+    it: for its updates the stream looks the document up itself, as the database's
+    ``updateLookup`` would, so readers still see the entity after the change."""
+    db_name, store = unique("noimages"), unique("raw")
+    storage = Storage(mongodb_url, db_name)
+    try:
+        async with raw_database(mongodb_url, db_name) as raw:
+            entity_id = (await raw[store].insert_one({"n": 1})).inserted_id
+            async with change_stream(
+                storage, [{"$match": {"ns.coll": store}}], max_await_ms=50
+            ) as stream:
+                await raw[store].update_one({"_id": entity_id}, {"$set": {"n": 2}})
+                event = await _next_update(stream)
+                token = stream.resume_token
+            assert event.get("fullDocumentBeforeChange") is None
+            assert event["fullDocument"] == {"_id": entity_id, "n": 2}
+            change = Change.from_event(event)
+            assert change is not None and change.after == {"_id": entity_id, "n": 2}
+            # Deleted before the stream reads the update: nothing to look up, as with
+            # updateLookup.
+            await raw[store].update_one({"_id": entity_id}, {"$set": {"n": 3}})
+            await raw[store].delete_one({"_id": entity_id})
+            async with change_stream(
+                storage, [{"$match": {"ns.coll": store}}], token, max_await_ms=50
+            ) as stream:
+                event = await _next_update(stream)
+            assert event["fullDocument"] is None
+            assert event["updateDescription"]["updatedFields"] == {"n": 3}
+    finally:
+        await storage.close()
