@@ -330,7 +330,7 @@ class Entities:
             validation.value_at(segments, item, key)
             changes[key] = item
         validation.no_overlap(list(changes), "body")
-        for _ in range(_RETRIES):
+        for attempt in range(_RETRIES):
             current = await self._writable(store, entity_id, user)
             for name, item in expected.items():
                 if name != "_id" and not _same(current.get(name), item):
@@ -345,13 +345,9 @@ class Entities:
                 definition.check_patch(current, changes)
                 guarded.append(REVISION)
             fields = {**changes, "updatedAt": now(), AUTHOR: _stamp(user)}
-            if self._grows(current, fields):
-                guarded.append(REVISION)
             # The write applies only while the entity is as checked: the access state that
             # allowed it, and the protected values sent back (``$eq``: data, never operators).
-            selector = _unchanged(entity_id, current, guarded)
-            update = {"$set": fields, "$inc": {REVISION: 1}}
-            updated = await _update_and_read(self.storage, store, selector, update, entity_id)
+            updated = await self._change(store, entity_id, current, fields, guarded, attempt)
             if updated is not None:
                 return updated
         raise Conflict("The entity kept changing; try again")
@@ -381,7 +377,7 @@ class Entities:
             if name in body:
                 wanted[name] = validation.string_list(body[name], name)
 
-        for _ in range(_RETRIES):
+        for attempt in range(_RETRIES):
             current = await self._readable(store, entity_id, user)
             if not user.admin:
                 if current.get("owner") != user.user_id:
@@ -396,11 +392,10 @@ class Entities:
                 merged["owner"], merged["group"], merged["access"] or [], merged["branch"] or []
             )
             fields = {**wanted, READERS: readers, "updatedAt": now(), AUTHOR: _stamp(user)}
-            update = {"$set": fields, "$inc": {REVISION: 1}}
-            grows = self._grows(current, fields)
-            guard = (REVISION,) if _precondition(current, if_match) or grows else ()
-            selector = _unchanged(entity_id, current, (*acl.ACCESS_FIELDS, *guard))
-            updated = await _update_and_read(self.storage, store, selector, update, entity_id)
+            guarded = [*acl.ACCESS_FIELDS]
+            if _precondition(current, if_match):
+                guarded.append(REVISION)
+            updated = await self._change(store, entity_id, current, fields, guarded, attempt)
             if updated is not None:
                 return updated
         raise Conflict("The entity's access fields kept changing; try again")
@@ -437,12 +432,47 @@ class Entities:
             )
         return size
 
-    def _grows(self, current: Document, fields: Document) -> bool:
-        """Whether ``$set`` of ``fields`` makes ``current`` larger (413 when past the limit).
-        A growing write must then apply to ``current`` as read (its revision), or two
-        writes checked against the same entity could grow it past the limit together."""
+    async def _change(
+        self,
+        store: str,
+        entity_id: ObjectId,
+        current: Document,
+        fields: Document,
+        guarded: builtins.list[str],
+        attempt: int,
+    ) -> Document | None:
+        """``$set`` ``fields`` (and one revision more) on the entity while the fields the
+        access rule reads and those ``guarded`` still hold their values in ``current``; the
+        entity it leaves, or None when it had changed meanwhile (the caller reads it again).
+
+        A write that makes the entity larger (413 past the limit) must apply to ``current``
+        as read, its revision unchanged, or two writes checked against the same entity could
+        grow it past the limit together. So does, on a first attempt, a write whose outcome
+        ``_predictable`` can tell from ``current``: it then answers with that outcome (the
+        entity exactly as this write left it) instead of reading the entity back, one
+        database round trip fewer. When another write came in between, the attempts after it
+        write without that guard and read the entity back, as any other write does (which
+        may then show a later write too)."""
         after = apply_update(current, {"updatedFields": fields})
-        return self._size_of(after) > len(bson_encode(current))
+        if self._size_of(after) > len(bson_encode(current)):
+            guarded.append(REVISION)
+        exact = _predictable(current, fields) and (attempt == 0 or REVISION in guarded)
+        if exact:
+            guarded.append(REVISION)
+        selector = _unchanged(entity_id, current, guarded)
+        update = {"$set": fields, "$inc": {REVISION: 1}}
+        async with translated_async():
+            result = await self.storage.store(store).update_one(selector, update)
+            if result.matched_count == 0:
+                return None
+            if exact:
+                after[REVISION] = revision(current) + 1
+                found: Document | None = after
+            else:
+                found = await self.storage.entity(store, entity_id)
+        if found is not None:
+            _hide_but_revision(found)
+        return found
 
     async def _readable(self, store: str, entity_id: ObjectId, user: Principal) -> Document:
         """The entity if ``user`` may read it, else 404. Fetched by its id alone and checked
@@ -477,21 +507,24 @@ def _unchanged(entity_id: ObjectId, current: Document, fields: Iterable[str]) ->
     return {"_id": entity_id, **{name: {"$eq": current.get(name)} for name in guarded}}
 
 
-async def _update_and_read(
-    storage: Storage, store: str, selector: Document, update: Document, entity_id: ObjectId
-) -> Document | None:
-    """Apply ``update`` to the entity ``selector`` matches and read it back; None when nothing
-    matched (or it was deleted in between). Two point operations on ``_id`` with a flat filter:
-    the embedded database serves both from its id index, while it answers findAndModify and
-    ``$and`` filters by scanning the store. The read may already show a later write."""
-    async with translated_async():
-        result = await storage.store(store).update_one(selector, update)
-        if result.matched_count == 0:
-            return None
-        found = await storage.entity(store, entity_id)
-    if found is not None:
-        _hide_but_revision(found)
-    return found
+def _predictable(current: Document, fields: Document) -> bool:
+    """Whether ``$set`` of ``fields`` on ``current`` gives what ``apply_update`` computes: a
+    revision that ``$inc`` adds one to as Python does (an integer, or none yet), and every
+    path leading through objects only (a missing one is created as objects by both). A path
+    through an array, or through a value that is neither, is left to the database (it pads
+    arrays, or refuses the write)."""
+    stored = current.get(REVISION)
+    if stored is not None and (not isinstance(stored, int) or isinstance(stored, bool)):
+        return False
+    for path in fields:
+        node: Any = current
+        for segment in path.split(".")[:-1]:
+            if segment not in node:
+                break  # created from here on
+            node = node[segment]
+            if not isinstance(node, dict):
+                return False
+    return True
 
 
 def _comparable(name: str, item: Any, entity_id: ObjectId) -> Any:
