@@ -88,6 +88,7 @@ class Subscription:
     held: list[Change] = field(default_factory=list)
     acked: bool = False  # False until the subscribe's ack is on its way: events wait
     pending: list[str] = field(default_factory=list)
+    removed: bool = False  # unsubscribed, or its socket gone: a fan-out under way skips it
 
     def wants(self, change: Change) -> bool:
         if self.after is not None:
@@ -139,6 +140,7 @@ class Client:
     def set_principal(self, principal: Principal) -> None:
         self.principal = principal
         self.keys = frozenset(principal.reader_keys())
+        self.reader = _reader(self.keys, principal.admin)
 
     def may_read(self, document: dict[str, Any] | None) -> bool:
         if document is None:
@@ -151,19 +153,36 @@ class Client:
             self._closer = asyncio.get_running_loop().create_task(self.peer.close())
 
 
+_READERS: dict[tuple[frozenset[str], bool], tuple[frozenset[str], bool]] = {}
+_UNKNOWN = "?"  # not an op: this reader's op is not known yet
+_MOST_READERS = 10_000
+
+
+def _reader(keys: frozenset[str], admin: bool) -> tuple[frozenset[str], bool]:
+    """What a client may read depends only on its reader keys and whether it is an admin;
+    clients alike share one such tuple, so that a fan-out finds their op by identity, without
+    comparing key sets (forgotten past ``_MOST_READERS`` kinds: only sharing is lost)."""
+    wanted = (keys, admin)
+    found = _READERS.get(wanted)
+    if found is None:
+        if len(_READERS) >= _MOST_READERS:
+            _READERS.clear()
+        found = _READERS[wanted] = wanted
+    return found
+
+
 def subscriber_event(sub: Subscription, rendered: Rendered) -> str | None:
     """The ``change`` payload, as JSON text, that ``sub``'s client may see, or None."""
     client = sub.client
     where = sub.where
-    admin = client.principal.admin
     if where is None:
-        # What the client may read depends only on these two, so readers alike share one op.
-        reader = (client.keys, admin)
-        if reader in rendered.ops:
-            op = rendered.ops[reader]
-        else:
-            op = rendered.ops[reader] = operation(rendered.change, client.may_read, admin)
+        # Readers alike share one op.
+        reader = client.reader
+        op = rendered.ops.get(reader, _UNKNOWN)
+        if op is _UNKNOWN:
+            op = rendered.ops[reader] = operation(rendered.change, client.may_read, reader[1])
     else:
+        admin = client.principal.admin
 
         def visible(document: dict[str, Any] | None) -> bool:
             return client.may_read(document) and where.matches(document)
@@ -305,7 +324,7 @@ class Hub:
                 for index, sub in enumerate(subscriptions):
                     if index and not index % FANOUT_SLICE:
                         await asyncio.sleep(0)  # let requests and socket writes run
-                    if sub.client.subscriptions.get(sub.id) is not sub:
+                    if sub.removed:
                         continue  # unsubscribed or disconnected meanwhile
                     payload = safe_event(sub, rendered)
                     if payload is not None:
@@ -426,6 +445,7 @@ class Hub:
             self.source.refresh()  # a store not followed yet is, from now on
 
     def _remove(self, sub: Subscription) -> None:
+        sub.removed = True
         sub.client.subscriptions.pop(sub.id, None)
         self.by_store[sub.store].discard(sub)
         if not self.by_store[sub.store]:
@@ -457,5 +477,10 @@ class Hub:
                 current = seen[credential]
                 if current is None:
                     client.close()
-                elif current != client.principal:
-                    client.set_principal(current)
+                elif current is not client.principal:
+                    if current == client.principal:
+                        # The same user as before: keep the cached object, so that the next
+                        # checks compare identities, not every field (10,000 sockets a second).
+                        client.principal = current
+                    else:
+                        client.set_principal(current)

@@ -161,6 +161,63 @@ async def test_detach_forgets_the_clients_subscriptions_entirely():
     assert hub.by_store == {} and hub.clients == {}
 
 
+class _Recording(_Peer):
+    def __init__(self, principal: Principal):
+        super().__init__(principal)
+        self.got: list[str] = []
+
+    def emit_now(self, event: str, data: str) -> bool:
+        self.got.append(data)
+        return True
+
+
+async def test_a_fan_out_under_way_skips_what_was_unsubscribed_meanwhile():
+    import asyncio
+
+    from app.realtime.hub import FANOUT_SLICE, Hub
+
+    hub = Hub()
+    peers = [_Recording(OWNER) for _ in range(2 * FANOUT_SLICE + 1)]
+    subs = []
+    for n, peer in enumerate(peers):
+        hub.attach(peer)
+        sub = Subscription(f"s{n}", hub.clients[id(peer)], "orders", None, None, acked=True)
+        hub._add(sub)
+        subs.append(sub)
+    hub.publish(_change("insert", None, _doc(["*"])))  # routed now, written by a task
+    gone = subs[-1]  # the fan-out reaches it after yielding twice
+    hub._unsubscribe(gone.client, {"subscription": gone.id})
+    await hub.detach(peers[0])
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert [len(p.got) for p in peers if p not in (peers[0], gone.client.peer)] == [1] * (
+        len(peers) - 2
+    )
+    assert peers[0].got == [] and gone.client.peer.got == []
+    for peer in peers[1:]:
+        await hub.detach(peer)
+
+
+async def test_clients_alike_share_one_reader_and_its_op():
+    from app.realtime.hub import Hub
+
+    hub = Hub()
+    peers = [_Recording(p) for p in (OWNER, Principal("owner1", "owner", groups=("team",)),
+                                     STRANGER, ADMIN)]  # fmt: skip
+    for peer in peers:
+        hub.attach(peer)
+    owner, same, stranger, admin = (hub.clients[id(p)] for p in peers)
+    assert owner.reader is same.reader
+    assert owner.reader is not stranger.reader and owner.reader is not admin.reader
+    rendered = Rendered(_change("insert", None, _doc()))
+    ops = [event_for(Subscription("s", c, "orders", None, None), rendered)
+           for c in (owner, same, stranger, admin)]  # fmt: skip
+    assert [e["op"] if e else None for e in ops] == ["create", "create", None, "create"]
+    assert len(rendered.ops) == 3  # owner and its twin share one
+    for peer in peers:
+        await hub.detach(peer)
+
+
 FENCE = ObjectId()
 
 
