@@ -82,6 +82,7 @@ SYSTEM_CODEC: CodecOptions[Document] = CodecOptions(tz_aware=True)
 # Server error codes that mean "the change stream cannot resume from that point".
 _HISTORY_LOST = {136, 280, 286}
 DUPLICATE_KEY = 11000
+_NAMESPACE_NOT_FOUND = 26
 TOO_LARGE = 10334  # BSONObjectTooLarge: a document over the database's 16 MiB
 # Codes for a write the data cannot take (a path through a string, a bad value, ...).
 _REJECTED_WRITE = {2, 9, 14, 28, 40, 52, 55, 56, 57, 66, TOO_LARGE, 17419}
@@ -325,12 +326,30 @@ class Storage:
                 await self._build_indexes(name)
         self._ready_stores.add(name)
         if not created:
-            # A fresh context: no request deadline reaches the build.
-            task = asyncio.get_running_loop().create_task(
-                self._build_indexes_quietly(name), name=f"indexes:{name}", context=Context()
-            )
-            self._index_builds.add(task)
-            task.add_done_callback(self._index_builds.discard)
+            self._build_later(name)
+
+    async def prepare_existing(self, name: str) -> None:
+        """``prepare_store`` for a store seen in the change history, which never creates its
+        collection: a change read after the store was dropped (the history recorder reads
+        its stream a little behind, by design) must not bring back the store it was in."""
+        if name in self._ready_stores:
+            return
+        try:
+            await self.db.command("collMod", name, changeStreamPreAndPostImages=PRE_IMAGES)
+        except OperationFailure as exc:
+            if exc.code == _NAMESPACE_NOT_FOUND or not await self.store_exists(name):
+                return  # dropped since: nothing to prepare
+            log.warning("cannot keep pre-images for %s: %s", name, exc)
+        self._ready_stores.add(name)
+        self._build_later(name)
+
+    def _build_later(self, name: str) -> None:
+        # A fresh context: no request deadline reaches the build.
+        task = asyncio.get_running_loop().create_task(
+            self._build_indexes_quietly(name), name=f"indexes:{name}", context=Context()
+        )
+        self._index_builds.add(task)
+        task.add_done_callback(self._index_builds.discard)
 
     # --- what store definitions need ---
 
@@ -405,6 +424,11 @@ class Storage:
         # write, depending on which of the two reaches it first.
         await asyncio.sleep(BUILD_DELAY_S)
         try:
+            if not await self.store_exists(name):
+                # Dropped meanwhile: building an index would make the collection again. The
+                # next write prepares it anew.
+                self._ready_stores.discard(name)
+                return
             await self._build_indexes(name)
         except PyMongoError as exc:
             log.warning("could not build the indexes of store %s: %r", name, exc)

@@ -260,7 +260,7 @@ class ChangeSource:
 
     async def _prepare_quietly(self, store: str) -> None:
         try:
-            await self.storage.prepare_store(store)
+            await self.storage.prepare_existing(store)
         except Exception as exc:
             log.warning("could not prepare store %s: %r", store, exc)
 

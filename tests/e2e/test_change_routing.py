@@ -412,3 +412,31 @@ async def test_an_update_without_a_pre_image_carries_the_document_as_it_is_now(m
             assert event["updateDescription"]["updatedFields"] == {"n": 3}
     finally:
         await storage.close()
+
+
+async def test_a_change_read_after_its_store_was_dropped_does_not_bring_the_store_back(
+    mongodb_url,
+):
+    """The history recorder reads a little behind: a change of a store dropped since then
+    prepares nothing, and a store dropped between its preparation and the background index
+    build is not made again by the build."""
+    db_name, gone, dropped_later = unique("dropped"), unique("gone"), unique("later")
+    storage = Storage(mongodb_url, db_name)
+    try:
+        await storage.prepare_existing(gone)
+        assert not await storage.store_exists(gone)
+        assert not storage.is_prepared(gone)
+
+        async with raw_database(mongodb_url, db_name) as raw:
+            await raw[dropped_later].insert_one({"n": 1})
+            await storage.prepare_existing(dropped_later)
+            assert storage.is_prepared(dropped_later)
+            options = await raw.command("listCollections", filter={"name": dropped_later})
+            kept = options["cursor"]["firstBatch"][0]["options"]
+            assert kept.get("changeStreamPreAndPostImages") == {"enabled": True}
+            await raw[dropped_later].drop()
+            await asyncio.wait_for(asyncio.gather(*storage._index_builds), 10)
+            assert not await storage.store_exists(dropped_later)
+            assert not storage.is_prepared(dropped_later)
+    finally:
+        await storage.close()
