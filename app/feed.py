@@ -21,7 +21,7 @@ from app.acl import Principal
 from app.errors import Invalid, ResumeExpired
 from app.filters import Where
 from app.query import Only
-from app.realtime.changes import STORE_EVENTS, Change, Position
+from app.realtime.changes import STORE_EVENTS, Change, Position, ResumeTokens
 from app.realtime.events import Rendered, operation
 from app.storage import Document, Storage, change_stream
 
@@ -39,8 +39,9 @@ def _now() -> Timestamp:
 
 
 class Feed:
-    def __init__(self, storage: Storage, retention_days: float):
+    def __init__(self, storage: Storage, retention_days: float, tokens: ResumeTokens):
         self.storage = storage
+        self.tokens = tokens
         self.retention_s = retention_days * 86400
 
     def _oldest(self) -> Timestamp:
@@ -65,7 +66,7 @@ class Feed:
             start = Timestamp(max(1, int(time.time() - self.retention_s)), 0)
         else:
             try:
-                last = Position.parse(since)
+                last = self.tokens.read(since)
             except Invalid:
                 raise Invalid("since", "is not a cursor of this feed (use next)") from None
             if last.time < self._oldest():
@@ -91,7 +92,7 @@ class Feed:
                 last = change.position
                 op = operation(change, visible, user.admin)
                 if op is not None:
-                    changes.append(_entry(change, op, only))
+                    changes.append(_entry(change, op, only, self.tokens))
             token = stream.resume_token
         if token is not None and isinstance(token.get("_data"), str):
             last = Position(_now(), token["_data"])
@@ -99,11 +100,11 @@ class Feed:
             return {"changes": changes, "next": since}
         # The cursor carries when it was handed out: its age is what retention counts (a quiet
         # store's position can be old and still perfectly valid).
-        return {"changes": changes, "next": Position(_now(), last.data).token()}
+        return {"changes": changes, "next": self.tokens.make(Position(_now(), last.data))}
 
 
-def _entry(change: Change, op: str, only: Only | None) -> dict[str, Any]:
-    rendered = Rendered(change)
+def _entry(change: Change, op: str, only: Only | None, tokens: ResumeTokens) -> dict[str, Any]:
+    rendered = Rendered(change, tokens)
     entry: dict[str, Any] = {
         "op": op,
         "id": str(change.id),

@@ -15,6 +15,7 @@ from app.feed import Feed
 from app.history import History
 from app.idempotency import Idempotency
 from app.openapi import OpenAPI
+from app.realtime.changes import ResumeTokens
 from app.settings import Settings
 from app.storage import Storage
 from app.throttle import LoginThrottle
@@ -33,6 +34,7 @@ class Services:
     idempotency: Idempotency
     bulk: Bulk
     feed: Feed
+    tokens: ResumeTokens
     history: History
     audit: Audit
     credentials: Credentials
@@ -60,6 +62,7 @@ class Services:
         )
         history = History(storage)
         audit = Audit(storage)
+        tokens = ResumeTokens(settings.signing_secret())
         return cls(
             settings=settings,
             storage=storage,
@@ -70,7 +73,8 @@ class Services:
             cursors=Cursors(settings.signing_secret()),
             idempotency=Idempotency(storage),
             bulk=Bulk(entities, history, audit),
-            feed=Feed(storage, settings.changes_retention_days),
+            feed=Feed(storage, settings.changes_retention_days, tokens),
+            tokens=tokens,
             history=history,
             audit=audit,
             credentials=credentials,

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import hashlib
+import hmac
 import logging
 import re
 from collections.abc import Callable, Collection
@@ -39,7 +41,9 @@ STORE_EVENTS: list[Document] = [
     {"$match": {"operationType": {"$in": STORE_OPERATIONS}, "ns.coll": {"$regex": "^[A-Za-z]"}}}
 ]
 IDLE_PAUSE_S = 0.5  # between two reads of a stream that follows no store
-_TOKEN = re.compile(r"([0-9a-f]{1,8})\.([0-9a-f]{1,8})\.([0-9A-Fa-f]{2,4096})")
+_MAC_CHARS = 32
+_UNSEALED = re.compile(r"[0-9a-f]{1,8}\.[0-9a-f]{1,8}\.[0-9A-Fa-f]{2,4096}")
+_TOKEN = re.compile(r"([0-9a-f]{1,8})\.([0-9a-f]{1,8})\.([0-9A-Fa-f]{2,4096})\.([0-9a-f]{32})")
 
 
 @dataclass(frozen=True)
@@ -49,16 +53,39 @@ class Position:
     time: Timestamp
     data: str
 
-    def token(self) -> str:
-        """The opaque resume token handed to clients."""
-        return f"{self.time.time:x}.{self.time.inc:x}.{self.data}"
 
-    @classmethod
-    def parse(cls, token: Any) -> Position:
+class ResumeTokens:
+    """The opaque resume tokens handed to clients (events' ``resume``, the change feed's
+    ``next``): a position sealed with a key derived from the deployment's secret, so every
+    instance reads every other's, and a token the server did not hand out is refused at once.
+
+    A client could otherwise resume from a position it made up: one past the marker that ends
+    a replay held a replay slot, and the database's change stream, until the request's
+    deadline, waiting for a marker it could never reach."""
+
+    def __init__(self, secret: str):
+        self._key = hashlib.sha256(b"resume-token:" + secret.encode()).digest()
+
+    def _mac(self, body: str) -> str:
+        return hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()[:_MAC_CHARS]
+
+    def make(self, position: Position) -> str:
+        body = f"{position.time.time:x}.{position.time.inc:x}.{position.data}"
+        return f"{body}.{self._mac(body)}"
+
+    def read(self, token: Any) -> Position:
+        """The position a token names; Invalid for anything this deployment did not issue,
+        and ResumeExpired for a token of the shape handed out before tokens were sealed, so
+        that a client kept since then reloads, as it would after any expired token."""
         match = _TOKEN.fullmatch(token) if isinstance(token, str) else None
-        if not match:
+        if not match or not hmac.compare_digest(match[4], self._mac(token[: match.start(4) - 1])):
+            if isinstance(token, str) and _UNSEALED.fullmatch(token):
+                raise ResumeExpired(
+                    "The resume token was handed out before this server version; reload by "
+                    "REST and subscribe (or poll) again"
+                )
             raise Invalid("resume", "not a valid resume token")
-        return cls(Timestamp(int(match[1], 16), int(match[2], 16)), match[3])
+        return Position(Timestamp(int(match[1], 16), int(match[2], 16)), match[3])
 
 
 @dataclass(frozen=True)

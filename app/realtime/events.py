@@ -11,7 +11,7 @@ import orjson
 from app import jsonio
 from app.acl import HIDDEN
 from app.query import Only
-from app.realtime.changes import Change
+from app.realtime.changes import Change, ResumeTokens
 
 Document = dict[str, Any]
 
@@ -48,13 +48,10 @@ class Rendered:
     """One change encoded once and shared by all its subscribers: the JSON of the fields every
     event carries, and of the entity per ``only``."""
 
-    def __init__(self, change: Change):
+    def __init__(self, change: Change, tokens: ResumeTokens):
         self.change = change
-        # The revision the change left (the last one for a delete), for the next If-Match.
-        self.common = (
-            f'"store":{_text(change.store)},"id":{_text(str(change.id))},"rev":{change.revision},'
-            f'"ts":{int(change.ts)},"resume":{_text(change.position.token())}'
-        )
+        self._tokens = tokens  # for the events' resume token (made once, when first needed)
+        self._common: str | None = None
         self._plain: dict[str, Any] | None = None
         self._encoded: dict[Only | None, str] = {}
         self._tails: dict[tuple[str, Only | None], str] = {}
@@ -62,12 +59,24 @@ class Rendered:
         # filter: most subscribers of a change share one.
         self.ops: dict[tuple[frozenset[str], bool], str | None] = {}
 
+    def common(self) -> str:
+        """The JSON of the fields every subscriber's event of this change carries."""
+        if self._common is None:
+            change, tokens = self.change, self._tokens
+            # The revision the change left (the last one for a delete), for the next If-Match.
+            self._common = (
+                f'"store":{_text(change.store)},"id":{_text(str(change.id))},'
+                f'"rev":{change.revision},"ts":{int(change.ts)},'
+                f'"resume":{_text(tokens.make(change.position))}'
+            )
+        return self._common
+
     def tail(self, op: str, only: Only | None) -> str:
         """The event's JSON after its subscription id."""
         key = (op, only)
         tail = self._tails.get(key)
         if tail is None:
-            tail = f'"op":"{op}",{self.common}'
+            tail = f'"op":"{op}",{self.common()}'
             if op in ("create", "update", "enter"):
                 tail += f',"entity":{self.entity_json(only)}'
             tail = self._tails[key] = tail + "}"

@@ -310,7 +310,7 @@ class Hub:
             else:
                 sub.hold(change)
         if live:
-            self._fanout.append((Rendered(change), live))
+            self._fanout.append((Rendered(change, self._services().tokens), live))
             self._fanout_ready.set()
             if self._fanout_task is None or self._fanout_task.done():
                 self._fanout_task = asyncio.create_task(self._fan_out(), name="fan-out")
@@ -347,10 +347,10 @@ class Hub:
                 raise Invalid("only", "expected a comma-separated list of field names")
             only = only_fields(data["only"])
         where = filters.from_json(data["where"]) if data.get("where") is not None else None
-        resume = Position.parse(data["resume"]) if data.get("resume") is not None else None
+        services = self._services()
+        resume = services.tokens.read(data["resume"]) if data.get("resume") is not None else None
         if len(client.subscriptions) >= MAX_SUBSCRIPTIONS:
             raise Conflict(f"A socket may hold at most {MAX_SUBSCRIPTIONS} subscriptions")
-        services = self._services()
         if entity_id is not None and resume is None:
             await services.entities.get(store, entity_id, client.principal)  # 404 if unreadable
 
@@ -397,7 +397,7 @@ class Hub:
     async def _replay(self, sub: Subscription, resume: Position) -> None:
         """Deliver what ``sub`` missed after ``resume`` up to a marker written now, then
         release what was held back after it."""
-        storage = self._services().storage
+        storage, tokens = self._services().storage, self._services().tokens
         fence = await storage.fence()
         replayed = 0
         async with change_stream(
@@ -424,7 +424,7 @@ class Hub:
                         "subscribe again"
                     )
                 if sub.wants(change):
-                    payload = safe_event(sub, Rendered(change))
+                    payload = safe_event(sub, Rendered(change, tokens))
                     if payload is not None:
                         sub.deliver(payload)
         # Everything before the marker came from the replay; what was held after it goes next,
@@ -432,7 +432,7 @@ class Hub:
         sub.after = end
         for change in sub.held:
             if sub.wants(change):
-                payload = safe_event(sub, Rendered(change))
+                payload = safe_event(sub, Rendered(change, tokens))
                 if payload is not None:
                     sub.deliver(payload)
         sub.held.clear()

@@ -15,7 +15,7 @@ from pymongo import monitoring
 
 from app import history as history_module
 from app.history import History
-from app.realtime.changes import Change, ChangeSource, Position
+from app.realtime.changes import Change, ChangeSource, Position, ResumeTokens
 from app.storage import HISTORY, Storage, change_stream
 from tests.e2e.sockets import listening, token_of
 from tests.e2e.support import raw_database
@@ -71,7 +71,8 @@ async def test_a_resume_into_a_store_the_process_did_not_follow_misses_nothing(
         async with await db.watch([{"$match": {"ns.coll": store}}]) as stream:
             await user.post(f"/api/v1/{store}", json={"n": 0})
             event = await asyncio.wait_for(stream.next(), 10)
-        token = Position(event["clusterTime"], event["_id"]["_data"]).token()
+        position = Position(event["clusterTime"], event["_id"]["_data"])
+        token = ResumeTokens(settings.signing_secret()).make(position)
     missed = [(await user.post(f"/api/v1/{store}", json={"n": n})).json() for n in (1, 2, 3)]
 
     async with listening(live.url, auth={"token": token_of(user)}) as socket:

@@ -8,7 +8,9 @@ import time
 import httpx
 import pytest
 import socketio
+from bson.timestamp import Timestamp
 
+from app.realtime.changes import Position, ResumeTokens
 from tests.e2e.sockets import listening, token_of
 
 pytestmark = pytest.mark.asyncio
@@ -243,6 +245,49 @@ async def test_resume_delivers_exactly_the_missed_events_in_order(live, make_use
         event = await socket.next()
         assert (event["op"], event["id"]) == ("create", live_one["_id"])
         await socket.nothing()
+
+
+async def test_a_resume_token_the_server_did_not_hand_out_is_refused_at_once(
+    live, make_user, store
+):
+    """Resume tokens are sealed. One made up (a position past the marker that ends a replay
+    used to hold a replay slot and a change stream until the request's deadline), altered,
+    or sealed by another deployment is refused with 400 at once, on the socket and by the
+    change feed, which reads the same tokens; one of the shape handed out before the seal is
+    expired (410), so its client reloads."""
+    user = await make_user()
+    async with listening(live.url, auth={"token": token_of(user)}) as socket:
+        await socket.subscribe(store=store)
+        await user.post(f"/api/v1/{store}", json={"n": 0})
+        real = (await socket.next())["resume"]
+    body, _, seal = real.rpartition(".")
+    seconds, inc, data = body.split(".")
+    later = f"{int(seconds, 16) + 86_400:x}.{inc}.{data}"
+    elsewhere = ResumeTokens("another deployment's secret")
+    forged = [
+        f"{later}.{seal}",
+        f"{body}.{'0' * len(seal)}",
+        f"{body[:-3]}{'1' if body[-3] != '1' else '2'}{body[-2:]}.{seal}",
+        elsewhere.make(Position(Timestamp(int(seconds, 16), int(inc, 16)), data)),
+    ]
+    async with listening(live.url, auth={"token": token_of(user)}) as socket:
+        for token in forged:
+            started = time.monotonic()
+            ack = await socket.subscribe(store=store, resume=token)
+            assert ack["success"] is False, (token, ack)
+            assert (ack["code"], ack["error"]) == ("400", "INVALID"), token
+            assert time.monotonic() - started < 2
+        # A token kept from before tokens were sealed: expired, so the client reloads.
+        ack = await socket.subscribe(store=store, resume=body)
+        assert (ack["code"], ack["error"]) == ("410", "RESUME_EXPIRED")
+        assert (await socket.subscribe(store=store, resume=real))["success"] is True
+    for token in forged:
+        response = await user.get(f"/api/v1/{store}/_changes", params={"since": token})
+        assert response.status_code == 400 and response.json()["error"] == "INVALID"
+    response = await user.get(f"/api/v1/{store}/_changes", params={"since": body})
+    assert response.status_code == 410 and response.json()["error"] == "RESUME_EXPIRED"
+    feed = await user.get(f"/api/v1/{store}/_changes", params={"since": real})
+    assert feed.status_code == 200
 
 
 async def test_resume_while_writes_continue_has_no_gap_or_duplicate(live, make_user, store):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -10,15 +11,16 @@ from bson import ObjectId
 from bson.timestamp import Timestamp
 
 from app.acl import Principal, readers_of
-from app.errors import Invalid
+from app.errors import Invalid, ResumeExpired
 from app.query import Only
-from app.realtime.changes import Change, Position, apply_update
+from app.realtime.changes import Change, Position, ResumeTokens, apply_update
 from app.realtime.events import Rendered, exclude, project
 from app.realtime.hub import Client, Subscription, event_for
 
 OWNER = Principal("owner1", "owner", groups=("team",))
 STRANGER = Principal("stranger1", "stranger", groups=("elsewhere",))
 ADMIN = Principal("admin1", "admin", admin=True)
+TOKENS = ResumeTokens("a test secret")
 
 
 class _Peer:
@@ -54,7 +56,7 @@ async def _event(principal: Principal, change: Change, only=None) -> dict[str, A
     client = Client(_Peer(principal))
     try:
         sub = Subscription("s1", client, "orders", None, only)
-        return event_for(sub, Rendered(change))
+        return event_for(sub, Rendered(change, TOKENS))
     finally:
         await client.outbox.close()
 
@@ -139,12 +141,26 @@ def test_apply_update_sets_removes_and_truncates():
     assert before["list"] == [1, 2, 3, 4] and before["gone"] is True  # untouched
 
 
-def test_resume_tokens_round_trip_and_refuse_garbage():
+def test_resume_tokens_round_trip_and_refuse_garbage_and_tokens_not_issued():
     position = Position(Timestamp(1795629786, 19), "42000000abcdef")
-    assert Position.parse(position.token()) == position
-    for bad in ("", "garbage", "1.2", "x.y.00", 12, None, "1.2.zz"):
+    token = TOKENS.make(position)
+    assert TOKENS.read(token) == position
+    assert ResumeTokens("a test secret").read(token) == position  # every instance reads it
+    body, _, mac = token.rpartition(".")
+    later = Position(Timestamp(1895629786, 19), "42000000abcdef")
+    forged = [
+        f"{body}.{'0' * len(mac)}",
+        f"{TOKENS.make(later).rpartition('.')[0]}.{mac}",  # another position, same seal
+        f"{body}0.{mac}",
+        ResumeTokens("another deployment").make(position),
+    ]
+    for bad in ("", "garbage", "1.2", "x.y.00", 12, None, "1.2.zz", f"{token}.", *forged):
         with pytest.raises(Invalid):
-            Position.parse(bad)
+            TOKENS.read(bad)
+    # The shape handed out before tokens were sealed: expired, so its client reloads.
+    for old in (body, "1.2.00"):
+        with pytest.raises(ResumeExpired):
+            TOKENS.read(old)
 
 
 async def test_detach_forgets_the_clients_subscriptions_entirely():
@@ -177,6 +193,7 @@ async def test_a_fan_out_under_way_skips_what_was_unsubscribed_meanwhile():
     from app.realtime.hub import FANOUT_SLICE, Hub
 
     hub = Hub()
+    hub.services = SimpleNamespace(tokens=TOKENS)  # type: ignore[assignment]
     peers = [_Recording(OWNER) for _ in range(2 * FANOUT_SLICE + 1)]
     subs = []
     for n, peer in enumerate(peers):
@@ -209,7 +226,7 @@ async def test_clients_alike_share_one_reader_and_its_op():
     owner, same, stranger, admin = (hub.clients[id(p)] for p in peers)
     assert owner.reader is same.reader
     assert owner.reader is not stranger.reader and owner.reader is not admin.reader
-    rendered = Rendered(_change("insert", None, _doc()))
+    rendered = Rendered(_change("insert", None, _doc()), TOKENS)
     ops = [event_for(Subscription("s", c, "orders", None, None), rendered)
            for c in (owner, same, stranger, admin)]  # fmt: skip
     assert [e["op"] if e else None for e in ops] == ["create", "create", None, "create"]
@@ -335,6 +352,7 @@ async def test_a_replay_ends_at_its_marker_through_empty_reads_and_steady_writes
     hub.services = SimpleNamespace(  # type: ignore[assignment]
         storage=SimpleNamespace(request_timeout=lambda wanted: wanted, fence=fence),
         settings=SimpleNamespace(db_timeout_ms=10_000),
+        tokens=TOKENS,
     )
     hub.source = SimpleNamespace(refresh=lambda: None)  # type: ignore[assignment]
     peer = _RecordingPeer(OWNER)
@@ -352,7 +370,7 @@ async def test_a_replay_ends_at_its_marker_through_empty_reads_and_steady_writes
     try:
         resume = Position(Timestamp(1_000_000, 1), f"{1_000_000:08x}")
         ack = await asyncio.wait_for(
-            hub.handle(peer, "subscribe", {"store": "orders", "resume": resume.token()}),  # type: ignore[arg-type]
+            hub.handle(peer, "subscribe", {"store": "orders", "resume": TOKENS.make(resume)}),  # type: ignore[arg-type]
             2.0,
         )
         assert ack["success"] is True
@@ -415,12 +433,13 @@ async def test_resumes_replay_a_bounded_number_at_once_and_the_rest_are_refused_
     hub.services = SimpleNamespace(  # type: ignore[assignment]
         storage=SimpleNamespace(request_timeout=lambda wanted: wanted, fence=fence),
         settings=SimpleNamespace(db_timeout_ms=10_000),
+        tokens=TOKENS,
     )
     hub.source = SimpleNamespace(refresh=lambda: None)  # type: ignore[assignment]
     peers = [_RecordingPeer(OWNER) for _ in range(6)]
     for peer in peers:
         hub.attach(peer)  # type: ignore[arg-type]
-    resume = {"store": "orders", "resume": Position(Timestamp(1_000_000, 1), "00").token()}
+    resume = {"store": "orders", "resume": TOKENS.make(Position(Timestamp(1_000_000, 1), "00"))}
 
     def subscribe(peer: _RecordingPeer) -> asyncio.Task[dict[str, Any]]:
         return asyncio.create_task(hub.handle(peer, "subscribe", resume))  # type: ignore[arg-type]
