@@ -72,7 +72,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await storage.close()
 
-    hub = Hub()
+    hub = Hub(max_sockets=settings.max_sockets, max_sockets_per_user=settings.max_sockets_per_user)
     middleware = [
         Middleware(RequestContext),  # outermost: every HTTP response, Socket.IO polling too
         Middleware(

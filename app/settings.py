@@ -39,6 +39,8 @@ DEFAULTS: dict[str, str] = {
     "HISTORY_RETENTION_DAYS": "90",
     "GC_FREEZE_SECONDS": "5",
     "WS_COMPRESSION": "false",
+    "MAX_SOCKETS": "50000",
+    "MAX_SOCKETS_PER_USER": "500",
 }
 
 
@@ -135,6 +137,8 @@ class Settings:
     history_retention_days: float
     gc_freeze_s: float
     ws_compression: bool = False
+    max_sockets: int = 50_000
+    max_sockets_per_user: int = 500
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -174,6 +178,8 @@ class Settings:
             history_retention_days=_number(env, "HISTORY_RETENTION_DAYS"),
             gc_freeze_s=_number(env, "GC_FREEZE_SECONDS", zero_is_off=True),
             ws_compression=_flag(env, "WS_COMPRESSION"),
+            max_sockets=_positive_int(env, "MAX_SOCKETS"),
+            max_sockets_per_user=_positive_int(env, "MAX_SOCKETS_PER_USER"),
         )
 
     def limits(self) -> Limits:

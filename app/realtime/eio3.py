@@ -84,16 +84,16 @@ class EIO3Front:
         socket = WireSocket(send)
         try:
             principal = await self._authenticate(request_headers(scope), query, None)
+            peer = WirePeer(principal, socket)
+            self._dispatcher.attach(peer)  # refused past the socket limits
         except APIError as error:
             await self._open(socket)
             await socket.send_text("44" + json_text(error.body()))
             await socket.close(1008 if error.status < 500 else 1011, error.code.value)
             return
-        peer = WirePeer(principal, socket)
-        await self._open(socket)
-        await socket.send_text("40")
-        self._dispatcher.attach(peer)
         try:
+            await self._open(socket)
+            await socket.send_text("40")
             await self._serve(peer, receive)
         finally:
             socket.gone()

@@ -59,13 +59,14 @@ _PING = "2"
 class _Connection:
     """One websocket's heartbeat state and, once its connect succeeded, its peer."""
 
-    __slots__ = ("next_ping", "peer", "pong_due", "socket")
+    __slots__ = ("connect_by", "next_ping", "peer", "pong_due", "socket")
 
-    def __init__(self, socket: WireSocket, next_ping: float) -> None:
+    def __init__(self, socket: WireSocket, next_ping: float, connect_by: float) -> None:
         self.socket = socket
         self.peer: WirePeer | None = None
         self.next_ping = next_ping
         self.pong_due: float | None = None
+        self.connect_by: float | None = connect_by  # None once closed for not connecting
 
 
 class EIO4Front:
@@ -78,8 +79,12 @@ class EIO4Front:
         ping_interval_ms: int = 25000,
         ping_timeout_ms: int = 60000,
         max_payload: int = 1024 * 1024,
+        connect_wait_ms: int = 10000,
     ) -> None:
         self._dispatcher = dispatcher
+        # A websocket that has not connected (sent valid credentials) by then is closed: one
+        # that only answers pings would otherwise hold its file descriptor for ever.
+        self._connect_wait = connect_wait_ms / 1000
         self._authenticate = authenticate
         self._interval = ping_interval_ms / 1000
         self._timeout = ping_timeout_ms / 1000
@@ -100,7 +105,8 @@ class EIO4Front:
         await socket.send({"type": "websocket.accept"})
         handshake = {"sid": secrets.token_urlsafe(15), **self._handshake}
         await socket.send_text("0" + json_text(handshake))
-        connection = _Connection(socket, self.first_ping(time.monotonic()))
+        opened = time.monotonic()
+        connection = _Connection(socket, self.first_ping(opened), opened + self._connect_wait)
         self._connections.add(connection)
         self._keep_heartbeat()
         try:
@@ -125,13 +131,19 @@ class EIO4Front:
             self._heartbeat = asyncio.create_task(self._beat(), name="eio4-heartbeat")
 
     async def _beat(self) -> None:
-        """Ping each connection every interval; close the ones whose pong is overdue. Ends
-        when no connection is left (the next one starts it again)."""
-        tick = min(1.0, self._interval / 5)
+        """Ping each connection every interval; close the ones whose pong is overdue, and
+        those still not connected after the connect wait. Ends when no connection is left
+        (the next one starts it again)."""
+        tick = min(1.0, self._interval / 5, self._connect_wait / 2)
         while self._connections:
             await asyncio.sleep(tick)
             now = time.monotonic()
             for connection in list(self._connections):
+                overdue = connection.connect_by
+                if connection.peer is None and overdue is not None and now > overdue:
+                    connection.connect_by = None
+                    self._spawn(connection.socket.close(1008, "no connect"))
+                    continue
                 if connection.pong_due is not None:
                     if now > connection.pong_due:
                         self._spawn(connection.socket.close(1000, "ping timeout"))
@@ -202,16 +214,16 @@ class EIO4Front:
         try:
             auth = jsonio.loads(packet.data) if packet.data else None
             principal = await self._authenticate(request_headers(scope), query, auth)
+            peer = WirePeer(principal, socket)
+            self._dispatcher.attach(peer)  # refused past the socket limits
         except (APIError, ValueError) as exc:
             error = exc if isinstance(exc, APIError) else BadRequest("The auth payload is not JSON")
             refusal = {"message": error.message, "data": error.body()}
             await socket.send_text("44" + json_text(refusal))
             await socket.close(1008 if error.status < 500 else 1011, error.code.value)
             return False
-        peer = WirePeer(principal, socket)
         connection.peer = peer
         await socket.send_text("40" + json_text({"sid": secrets.token_urlsafe(15)}))
-        self._dispatcher.attach(peer)
         return True
 
     async def _on_event(self, peer: WirePeer, packet: Packet) -> None:

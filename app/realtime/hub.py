@@ -29,7 +29,7 @@ import contextlib
 import functools
 import logging
 import secrets
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,7 @@ from app.errors import (
     Invalid,
     NotFound,
     ResumeExpired,
+    TooManyRequests,
     Unavailable,
 )
 from app.filters import Where
@@ -222,10 +223,13 @@ def event_for(sub: Subscription, rendered: Rendered) -> dict[str, Any] | None:
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, max_sockets: int = 50_000, max_sockets_per_user: int = 500) -> None:
         self.services: Services | None = None
         self.source: ChangeSource | None = None
         self.clients: dict[int, Client] = {}
+        self.max_sockets = max_sockets
+        self.max_sockets_per_user = max_sockets_per_user
+        self._per_user: Counter[str] = Counter()  # connected sockets by user id
         self.by_store: dict[str, set[Subscription]] = defaultdict(set)
         self._liveness: asyncio.Task[None] | None = None
         # Changes whose events are still to be rendered and queued, oldest first.
@@ -258,12 +262,34 @@ class Hub:
     # --- Dispatcher ------------------------------------------------------------------------
 
     def attach(self, peer: Peer) -> None:
+        """Take a socket whose credentials were checked. Refused (the front answers the
+        connect with the error) past ``max_sockets_per_user`` sockets of one user (429) or
+        ``max_sockets`` in this process (503): one user, or a flood of sockets, cannot take
+        all of a process's memory and file descriptors."""
+        user = peer.principal.user_id
+        if len(self.clients) >= self.max_sockets:
+            raise Unavailable(
+                f"This server process holds {self.max_sockets} sockets (MAX_SOCKETS); "
+                "connect again shortly",
+                retry_after=5,
+            )
+        if self._per_user[user] >= self.max_sockets_per_user:
+            raise TooManyRequests(
+                f"A user may hold at most {self.max_sockets_per_user} sockets at once on one "
+                "server process (MAX_SOCKETS_PER_USER); close one first",
+                retry_after=5,
+            )
         self.clients[id(peer)] = Client(peer)
+        self._per_user[user] += 1
 
     async def detach(self, peer: Peer) -> None:
         client = self.clients.pop(id(peer), None)
         if client is None:
             return
+        user = client.principal.user_id
+        self._per_user[user] -= 1
+        if self._per_user[user] <= 0:
+            del self._per_user[user]
         for sub in list(client.subscriptions.values()):
             self._remove(sub)
         await client.outbox.close()

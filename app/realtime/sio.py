@@ -118,11 +118,11 @@ def build_server(
         query = dict(parse_qsl(str(environ.get("QUERY_STRING", ""))))
         try:
             principal = await authenticate(_headers(environ), query, auth)
+            peer = SioPeer(server, sid, principal)
+            dispatcher.attach(peer)  # refused past the socket limits
         except APIError as error:
             raise socketio.exceptions.ConnectionRefusedError(error.message, error.body()) from None
-        peer = SioPeer(server, sid, principal)
         peers[sid] = peer
-        dispatcher.attach(peer)
 
     @server.event
     async def disconnect(sid: str, *_: Any) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from app.acl import Principal
 from app.errors import Unauthorized
@@ -32,7 +33,7 @@ from tests.e2e.test_eio3_protocol import Server as V3Server
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-FAST_INTERVAL_MS, FAST_TIMEOUT_MS = 150, 250
+FAST_INTERVAL_MS, FAST_TIMEOUT_MS, FAST_CONNECT_WAIT_MS = 150, 250, 600
 
 
 class Server(V3Server):
@@ -42,7 +43,11 @@ class Server(V3Server):
         super().__init__()
         self._normal = EIO4Front(self.dispatcher, self.authenticate, max_payload=4096)
         self._fast = EIO4Front(
-            self.dispatcher, self.authenticate, FAST_INTERVAL_MS, FAST_TIMEOUT_MS
+            self.dispatcher,
+            self.authenticate,
+            FAST_INTERVAL_MS,
+            FAST_TIMEOUT_MS,
+            connect_wait_ms=FAST_CONNECT_WAIT_MS,
         )
 
     async def authenticate(
@@ -221,6 +226,29 @@ async def test_a_client_that_does_not_answer_pings_is_closed(server: Server) -> 
         await expect_closed(ws, 1000)
         assert time.monotonic() - started >= 0.8 * FAST_TIMEOUT_MS / 1000
     await eventually(lambda: server.dispatcher.detached.count(peer) == 1)
+
+
+async def test_a_socket_that_never_connects_is_closed_after_the_connect_wait(
+    server: Server,
+) -> None:
+    """Answering pings is not enough to hold a websocket: without a connect (valid
+    credentials) it is closed after the connect wait, and nobody was attached."""
+    attached = len(server.dispatcher.attached)
+    async with await connect(server.url("/fast"), open_timeout=TIMEOUT) as ws:
+        await recv_json(ws, "0")
+        started = time.monotonic()
+
+        async def answer_pings() -> None:
+            while True:
+                if await recv(ws) == "2":
+                    await ws.send("3")
+
+        with pytest.raises(ConnectionClosed):
+            await answer_pings()
+        assert ws.close_code == 1008
+        waited = time.monotonic() - started
+        assert 0.8 * FAST_CONNECT_WAIT_MS / 1000 <= waited < 5
+    assert len(server.dispatcher.attached) == attached
 
 
 @pytest.mark.parametrize("goodbye", ["41", "1"])
