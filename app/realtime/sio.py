@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -19,6 +20,27 @@ log = logging.getLogger(__name__)
 
 PING_INTERVAL_S = 25
 PING_TIMEOUT_S = 60
+CONNECT_WAIT_S = 10.0  # an Engine.IO session that has not connected by then is closed
+
+
+class _Server(socketio.AsyncServer):  # type: ignore[misc]  # (no type hints)
+    """python-socketio's server, closing an Engine.IO session whose Socket.IO connect
+    (credentials) has not come within ``CONNECT_WAIT_S``: answering pings alone would hold
+    it, and its memory, for ever. (Our own EIO=4 front does the same for its websockets.)"""
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
+        result = await super()._handle_eio_connect(eio_sid, environ)
+        asyncio.get_running_loop().call_later(CONNECT_WAIT_S, self._check_connected, eio_sid)
+        return result
+
+    def _check_connected(self, eio_sid: str) -> None:
+        if eio_sid in self.eio.sockets and self.manager.sid_from_eio_sid(eio_sid, "/") is None:
+            task = asyncio.ensure_future(self.eio.disconnect(eio_sid))
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Future[Any]] = set()
 
 
 class _OutOfRange:
@@ -100,7 +122,7 @@ def build_server(
     max_message_bytes: int = 1024 * 1024,
     polling: bool = True,
 ) -> socketio.AsyncServer:
-    server = socketio.AsyncServer(
+    server = _Server(
         # Long-polling keeps a session in one process across many requests; with several
         # worker processes on one port those requests could reach another one.
         transports=["polling", "websocket"] if polling else ["websocket"],

@@ -6,10 +6,12 @@ import asyncio
 import time
 
 import httpx
+import orjson
 import pytest
 import socketio
 from bson.timestamp import Timestamp
 
+from app.realtime import sio as sio_module
 from app.realtime.changes import Position, ResumeTokens
 from tests.e2e.sockets import listening, token_of
 
@@ -362,6 +364,35 @@ async def test_socket_io_polling_responses_carry_a_request_id(live):
     assert response.status_code == 200
     assert response.headers["x-request-id"]
     assert response.text.startswith("0{")  # the Engine.IO open packet
+
+
+async def test_a_polling_session_that_never_connects_is_closed(live, make_user, monkeypatch):
+    """python-socketio's Engine.IO sessions get the connect wait our websocket front has: one
+    that never sends its Socket.IO connect (credentials) is closed, one that did stays."""
+    monkeypatch.setattr(sio_module, "CONNECT_WAIT_S", 0.5)
+    user = await make_user()
+    polling = {"EIO": "4", "transport": "polling"}
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
+
+        async def opened() -> str:
+            response = await http.get("/socket.io/", params=polling)
+            sid: str = orjson.loads(response.text[1:])["sid"]
+            return sid
+
+        idle, connected = await opened(), await opened()
+        sent = await http.post(
+            "/socket.io/",
+            params={**polling, "sid": connected},
+            content="40" + orjson.dumps({"token": token_of(user)}).decode(),
+        )
+        assert sent.status_code == 200
+        reply = await http.get("/socket.io/", params={**polling, "sid": connected})
+        assert reply.text.startswith("40{"), reply.text  # connected
+        await asyncio.sleep(1.5)
+        gone = await http.get("/socket.io/", params={**polling, "sid": idle})
+        assert gone.status_code == 400 or gone.text == "1", gone.text
+        kept = await http.post("/socket.io/", params={**polling, "sid": connected}, content="3")
+        assert kept.status_code == 200
 
 
 @pytest.mark.parametrize(
