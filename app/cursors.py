@@ -4,8 +4,6 @@ the store and the sort they came from, so a tampered or foreign cursor is refuse
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 from typing import Any
 
 import bson
@@ -14,6 +12,7 @@ from bson.codec_options import CodecOptions, DatetimeConversion
 
 from app.errors import Invalid
 from app.query import Resume, Sort
+from app.seal import Seal
 
 MAX_CHARS = 2048  # longer sort values make the next link fall back to offset
 _CODEC: CodecOptions[dict[str, Any]] = CodecOptions(
@@ -23,24 +22,21 @@ _CODEC: CodecOptions[dict[str, Any]] = CodecOptions(
 
 class Cursors:
     def __init__(self, secret: str):
-        self._key = hashlib.sha256(b"list-cursor:" + secret.encode()).digest()
-
-    def _mac(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, payload, hashlib.sha256).digest()[:16]
+        self._seal = Seal(secret, "list-cursor")
 
     def make(self, store: str, sort: Sort, values: list[Any], last_id: ObjectId) -> str | None:
         """The cursor for the page after ``last_id``; None when it would be too long."""
         payload = bson.encode(
             {"t": store, "s": [list(key) for key in sort.keys], "v": values, "i": last_id}
         )
-        token = f"{_b64(payload)}.{_b64(self._mac(payload))}"
+        token = f"{_b64(payload)}.{_b64(self._seal.of(payload))}"
         return token if len(token) <= MAX_CHARS else None
 
     def read(self, token: str, store: str, sort: Sort) -> Resume:
         body, _, mac = token.partition(".")
         try:
             payload = _unb64(body)
-            valid = hmac.compare_digest(_unb64(mac), self._mac(payload))
+            valid = self._seal.matches(payload, _unb64(mac))
         except ValueError:
             valid = False
         if not valid:

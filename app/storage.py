@@ -332,14 +332,8 @@ class Storage:
         """``prepare_store`` for a store seen in the change history, which never creates its
         collection: a change read after the store was dropped (the history recorder reads
         its stream a little behind, by design) must not bring back the store it was in."""
-        if name in self._ready_stores:
-            return
-        try:
-            await self.db.command("collMod", name, changeStreamPreAndPostImages=PRE_IMAGES)
-        except OperationFailure as exc:
-            if exc.code == _NAMESPACE_NOT_FOUND or not await self.store_exists(name):
-                return  # dropped since: nothing to prepare
-            log.warning("cannot keep pre-images for %s: %s", name, exc)
+        if name in self._ready_stores or not await self._keep_pre_images(name):
+            return  # ready, or dropped since: nothing to prepare
         self._ready_stores.add(name)
         self._build_later(name)
 
@@ -434,13 +428,17 @@ class Storage:
             log.warning("could not build the indexes of store %s: %r", name, exc)
             self._ready_stores.discard(name)  # the next write tries again
 
-    async def _keep_pre_images(self, name: str) -> None:
+    async def _keep_pre_images(self, name: str) -> bool:
         """Turn on pre-images for a store collection made elsewhere (deletes in the change feed
-        need them); a server that cannot do so still serves REST."""
+        need them); a server that cannot do so still serves REST. False when there is no such
+        collection (``collMod`` never creates one)."""
         try:
             await self.db.command("collMod", name, changeStreamPreAndPostImages=PRE_IMAGES)
         except OperationFailure as exc:
+            if exc.code == _NAMESPACE_NOT_FOUND:
+                return False
             log.warning("cannot keep pre-images for %s: %s", name, exc)
+        return True
 
 
 _BAD_TOKEN = {9, 14, 260, 50811}

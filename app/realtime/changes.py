@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import hashlib
-import hmac
 import logging
 import re
 from collections.abc import Callable, Collection
@@ -31,6 +29,7 @@ from bson.timestamp import Timestamp
 
 from app.acl import revision_of
 from app.errors import Invalid, ResumeExpired
+from app.seal import SEAL_BYTES, Seal
 from app.storage import Document, Storage, change_stream
 
 log = logging.getLogger(__name__)
@@ -41,9 +40,10 @@ STORE_EVENTS: list[Document] = [
     {"$match": {"operationType": {"$in": STORE_OPERATIONS}, "ns.coll": {"$regex": "^[A-Za-z]"}}}
 ]
 IDLE_PAUSE_S = 0.5  # between two reads of a stream that follows no store
-_MAC_CHARS = 32
-_UNSEALED = re.compile(r"[0-9a-f]{1,8}\.[0-9a-f]{1,8}\.[0-9A-Fa-f]{2,4096}")
-_TOKEN = re.compile(r"([0-9a-f]{1,8})\.([0-9a-f]{1,8})\.([0-9A-Fa-f]{2,4096})\.([0-9a-f]{32})")
+# time.increment.data (the shape handed out before tokens were sealed), then the seal in hex
+_POSITION = r"([0-9a-f]{1,8})\.([0-9a-f]{1,8})\.([0-9A-Fa-f]{2,4096})"
+_UNSEALED = re.compile(_POSITION)
+_TOKEN = re.compile(_POSITION + rf"\.([0-9a-f]{{{2 * SEAL_BYTES}}})")
 
 
 @dataclass(frozen=True)
@@ -64,21 +64,19 @@ class ResumeTokens:
     deadline, waiting for a marker it could never reach."""
 
     def __init__(self, secret: str):
-        self._key = hashlib.sha256(b"resume-token:" + secret.encode()).digest()
-
-    def _mac(self, body: str) -> str:
-        return hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()[:_MAC_CHARS]
+        self._seal = Seal(secret, "resume-token")
 
     def make(self, position: Position) -> str:
         body = f"{position.time.time:x}.{position.time.inc:x}.{position.data}"
-        return f"{body}.{self._mac(body)}"
+        return f"{body}.{self._seal.of(body.encode()).hex()}"
 
     def read(self, token: Any) -> Position:
         """The position a token names; Invalid for anything this deployment did not issue,
         and ResumeExpired for a token of the shape handed out before tokens were sealed, so
         that a client kept since then reloads, as it would after any expired token."""
         match = _TOKEN.fullmatch(token) if isinstance(token, str) else None
-        if not match or not hmac.compare_digest(match[4], self._mac(token[: match.start(4) - 1])):
+        body = token[: match.start(4) - 1] if match else ""
+        if not match or not self._seal.matches(body.encode(), bytes.fromhex(match[4])):
             if isinstance(token, str) and _UNSEALED.fullmatch(token):
                 raise ResumeExpired(
                     "The resume token was handed out before this server version; reload by "

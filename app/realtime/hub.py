@@ -423,7 +423,8 @@ class Hub:
     async def _replay(self, sub: Subscription, resume: Position) -> None:
         """Deliver what ``sub`` missed after ``resume`` up to a marker written now, then
         release what was held back after it."""
-        storage, tokens = self._services().storage, self._services().tokens
+        services = self._services()
+        storage, tokens = services.storage, services.tokens
         fence = await storage.fence()
         replayed = 0
         async with change_stream(
