@@ -13,7 +13,7 @@ from typing import Any
 import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from app import logs
+from app import logs, serving
 from app.embedded import EmbeddedDatabase, EmbeddedDatabaseError
 from app.main import create_app
 from app.settings import Settings, SettingsError
@@ -89,8 +89,9 @@ def main() -> int:
             logs.install()
             Multiprocess(config, sockets=[config.bind_socket()]).run()
             return 0
-        config = uvicorn.Config(create_app(settings), **options)
-        server = uvicorn.Server(config)
+        app = create_app(settings)
+        config = uvicorn.Config(app, **options)
+        server = serving.Server(config, drain=app.state.hub.drain)
         logs.install()  # after uvicorn.Config has set up its loggers
         server.run()
         return 0 if server.started else 3

@@ -30,6 +30,7 @@ import functools
 import logging
 import secrets
 from collections import Counter, defaultdict, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +72,7 @@ REPLAY_LIMIT = 32  # resumes replaying at once in a process (each reads a stream
 REPLAY_WAIT_S = 2.0  # how long a resume waits for a free replay before it is refused
 FANOUT_SLICE = 200  # subscribers served between two turns of the event loop
 LIVENESS_SECONDS = 1.0
+DRAIN_S = 3.0  # how long a stopping server gives the fronts to end their sessions
 LIVENESS_DEADLINE_S = 5.0  # one credential check may not hold up the others for longer
 _SUBSCRIBE_KEYS = frozenset({"store", "id", "only", "resume", "where"})
 
@@ -237,6 +239,7 @@ class Hub:
         self._fanout_ready = asyncio.Event()
         self._fanout_task: asyncio.Task[None] | None = None
         self.replays = Lane("replay", REPLAY_LIMIT)
+        self._drainers: list[Callable[[], Awaitable[None]]] = []
 
     async def start(self, services: Services) -> None:
         self.services = services
@@ -246,6 +249,19 @@ class Hub:
         self._liveness = asyncio.create_task(self._check_credentials(), name="socket-liveness")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.source.ready.wait(), 10)
+
+    def on_drain(self, drainer: Callable[[], Awaitable[None]]) -> None:
+        """Have ``drain`` call ``drainer`` (a front's way to end the sessions it holds)."""
+        self._drainers.append(drainer)
+
+    async def drain(self) -> None:
+        """The server is stopping and takes no new connections: end the sessions that would
+        keep it waiting, within ``DRAIN_S``. Run before the server waits for its open
+        requests (``app.serving``); ``stop`` comes after them."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DRAIN_S):
+                for drainer in self._drainers:
+                    await drainer()
 
     async def stop(self) -> None:
         if self._liveness is not None:

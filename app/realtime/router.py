@@ -5,6 +5,7 @@ REST app."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -17,7 +18,7 @@ from app.auth import socket_principal
 from app.realtime.eio3 import EIO3Front
 from app.realtime.eio4 import EIO4Front
 from app.realtime.hub import Hub
-from app.realtime.sio import build_server
+from app.realtime.sio import build_server, end_sessions
 
 PATH = "/socket.io"
 
@@ -41,10 +42,11 @@ class SocketRouter:
 
         self.eio3 = EIO3Front(hub, authenticate)
         self.eio4 = EIO4Front(hub, authenticate, max_payload=max_message_bytes)
-        self.sio: ASGIApp = socketio.ASGIApp(
-            build_server(hub, authenticate, cors_origins, max_message_bytes, polling),
-            socketio_path="socket.io",
-        )
+        server = build_server(hub, authenticate, cors_origins, max_message_bytes, polling)
+        self.sio: ASGIApp = socketio.ASGIApp(server, socketio_path="socket.io")
+        # Our own fronts' websockets are closed by uvicorn (1012) when it stops; the sessions
+        # python-socketio holds are ended by it (a long poll would keep the server waiting).
+        hub.on_drain(functools.partial(end_sessions, server))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")

@@ -43,6 +43,17 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]  # (no type hints)
 _closing: set[asyncio.Future[Any]] = set()
 
 
+async def end_sessions(server: socketio.AsyncServer) -> None:
+    """Close every Engine.IO session ``server`` holds, long-polling or upgraded, as a
+    transport close: clients reconnect, as after any restart. A long poll waiting for its next
+    packet is answered with the close at once; left alone it would hold a stopping server for
+    up to a ping interval."""
+    reason = server.eio.reason.SERVER_DISCONNECT
+    for session in list(server.eio.sockets.values()):
+        # wait=False: a session with no poll under way would otherwise wait for its next one.
+        await session.close(wait=False, reason=reason)
+
+
 class _OutOfRange:
     """Stands for an event argument that held an integer beyond 64 bits; the event is answered
     with 400 INVALID naming ``path`` instead of reaching the hub."""

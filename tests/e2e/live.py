@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from app import serving
 from app.__main__ import server_options
 from app.main import create_app
 from app.settings import Settings
@@ -28,7 +29,7 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, app: Any, port: int, server: uvicorn.Server | None = None):
+    def __init__(self, app: Any, port: int, server: serving.Server | None = None):
         self.app = app
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -43,7 +44,7 @@ async def live_server(settings: Settings):
     # The options ``python -m app`` serves with, on a free port of the test's own.
     options = {**server_options(settings), "host": "127.0.0.1", "port": port}
     config = uvicorn.Config(app, **{**options, "log_level": "warning"})
-    server = uvicorn.Server(config)
+    server = serving.Server(config, drain=app.state.hub.drain)
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 20
     while not server.started:
@@ -75,9 +76,11 @@ def process_env(mongodb_url: str, data_dir: Path, db_name: str, **extra: str) ->
 
 
 @asynccontextmanager
-async def server_process(env: dict[str, str], log_path: Path, pids: list[int] | None = None):
-    """``python -m app`` as its own OS process; stopped by its PID with SIGTERM. Its PID is
-    appended to ``pids`` when given."""
+async def server_process(
+    env: dict[str, str], log_path: Path, processes: list[subprocess.Popen[bytes]] | None = None
+):
+    """``python -m app`` as its own OS process; stopped by its PID with SIGTERM (if it has not
+    stopped already). The process is appended to ``processes`` when given."""
     port = free_port()
     full_env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(port)}
     with log_path.open("ab") as log:
@@ -85,8 +88,8 @@ async def server_process(env: dict[str, str], log_path: Path, pids: list[int] | 
             [sys.executable, "-m", "app"], env=full_env, stdout=log, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}"
-    if pids is not None:
-        pids.append(process.pid)
+    if processes is not None:
+        processes.append(process)
     try:
         deadline = time.monotonic() + 30
         async with httpx.AsyncClient() as client:

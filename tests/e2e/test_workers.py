@@ -3,6 +3,7 @@ subscriber on either process hears of writes made through either; long-polling i
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -38,9 +39,9 @@ async def test_two_workers_serve_one_port_and_every_subscriber_hears_every_write
 ):
     env = process_env(mongodb_url, tmp_path / "data", "workers", WORKERS="2")
     store = unique("shared")
-    pids: list[int] = []
+    processes: list[subprocess.Popen[bytes]] = []
     async with (
-        server_process(env, tmp_path / "server.log", pids) as url,
+        server_process(env, tmp_path / "server.log", processes) as url,
         httpx.AsyncClient(base_url=url) as http,
     ):
         login = {"login": "admin", "password": ADMIN_PASSWORD}
@@ -64,4 +65,4 @@ async def test_two_workers_serve_one_port_and_every_subscriber_hears_every_write
                 await s.__aexit__(None, None, None)
         polling = await http.get("/socket.io/", params={"EIO": "4", "transport": "polling"})
         assert polling.status_code == 400
-        assert len(_workers(pids[0])) == 2
+        assert len(_workers(processes[0].pid)) == 2
