@@ -81,6 +81,7 @@ def create_app(settings: Settings) -> Starlette:
             cors_origins=settings.cors_origins,
             max_message_bytes=settings.max_body_bytes,
             polling=settings.workers == 1,
+            max_opening=settings.max_sockets_opening,
         ),
     ]
     if settings.rate_limit > 0:  # off, it is not a layer at all (each one costs every request)

@@ -41,6 +41,7 @@ DEFAULTS: dict[str, str] = {
     "WS_COMPRESSION": "false",
     "MAX_SOCKETS": "50000",
     "MAX_SOCKETS_PER_USER": "500",
+    "MAX_SOCKETS_OPENING": "1000",
 }
 
 
@@ -139,6 +140,7 @@ class Settings:
     ws_compression: bool = False
     max_sockets: int = 50_000
     max_sockets_per_user: int = 500
+    max_sockets_opening: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -180,6 +182,7 @@ class Settings:
             ws_compression=_flag(env, "WS_COMPRESSION"),
             max_sockets=_positive_int(env, "MAX_SOCKETS"),
             max_sockets_per_user=_positive_int(env, "MAX_SOCKETS_PER_USER"),
+            max_sockets_opening=_positive_int(env, "MAX_SOCKETS_OPENING"),
         )
 
     def limits(self) -> Limits:

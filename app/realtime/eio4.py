@@ -95,6 +95,7 @@ class EIO4Front:
             "maxPayload": max_payload,
         }
         self._connections: set[_Connection] = set()
+        self.opening = 0  # websockets accepted whose Socket.IO connect has not succeeded
         self._heartbeat: asyncio.Task[None] | None = None
         self._pings: set[asyncio.Task[None]] = set()
 
@@ -102,19 +103,22 @@ class EIO4Front:
         if scope["type"] != "websocket" or (await receive())["type"] != "websocket.connect":
             return
         socket = WireSocket(send)
-        await socket.send({"type": "websocket.accept"})
-        handshake = {"sid": secrets.token_urlsafe(15), **self._handshake}
-        await socket.send_text("0" + json_text(handshake))
         opened = time.monotonic()
         connection = _Connection(socket, self.first_ping(opened), opened + self._connect_wait)
-        self._connections.add(connection)
-        self._keep_heartbeat()
+        self.opening += 1  # until the connect succeeds (_connect) or the socket closes
         try:
+            await socket.send({"type": "websocket.accept"})
+            handshake = {"sid": secrets.token_urlsafe(15), **self._handshake}
+            await socket.send_text("0" + json_text(handshake))
+            self._connections.add(connection)
+            self._keep_heartbeat()
             await self._serve(connection, scope, receive)
         finally:
             socket.gone()
             self._connections.discard(connection)
-            if connection.peer is not None:
+            if connection.peer is None:
+                self.opening -= 1
+            else:
                 await self._dispatcher.detach(connection.peer)
 
     # --- heartbeat -------------------------------------------------------------------------
@@ -223,6 +227,7 @@ class EIO4Front:
             await socket.close(1008 if error.status < 500 else 1011, error.code.value)
             return False
         connection.peer = peer
+        self.opening -= 1
         await socket.send_text("40" + json_text({"sid": secrets.token_urlsafe(15)}))
         return True
 

@@ -28,14 +28,32 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]  # (no type hints)
     (credentials) has not come within ``CONNECT_WAIT_S``: answering pings alone would hold
     it, and its memory, for ever. (Our own EIO=4 front does the same for its websockets.)"""
 
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.peers: dict[str, SioPeer] = {}  # by Socket.IO sid: the sessions that connected
+
+    def opening(self) -> int:
+        """Engine.IO sessions open but not (yet) connected."""
+        return max(0, len(self.eio.sockets) - len(self.peers))
+
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
         result = await super()._handle_eio_connect(eio_sid, environ)
         asyncio.get_running_loop().call_later(CONNECT_WAIT_S, self._check_connected, eio_sid)
         return result
 
     def _check_connected(self, eio_sid: str) -> None:
-        if eio_sid in self.eio.sockets and self.manager.sid_from_eio_sid(eio_sid, "/") is None:
-            task = asyncio.ensure_future(self.eio.disconnect(eio_sid))
+        if self.manager.sid_from_eio_sid(eio_sid, "/") is None:
+            self.end_session(eio_sid)
+
+    def end_session(self, eio_sid: str) -> None:
+        """End an Engine.IO session now: it is forgotten at once (its memory, and its place
+        among the sessions opening), and its close is queued for a poll still to come.
+        (``eio.disconnect`` would keep it until a poll has taken the close, which a client
+        that never polls again never does.)"""
+        session = self.eio.sockets.pop(eio_sid, None)
+        if session is not None:
+            reason = self.eio.reason.SERVER_DISCONNECT
+            task = asyncio.ensure_future(session.close(wait=False, reason=reason))
             _closing.add(task)
             task.add_done_callback(_closing.discard)
 
@@ -132,7 +150,7 @@ def build_server(
     cors_origins: tuple[str, ...],
     max_message_bytes: int = 1024 * 1024,
     polling: bool = True,
-) -> socketio.AsyncServer:
+) -> _Server:
     server = _Server(
         # Long-polling keeps a session in one process across many requests; with several
         # worker processes on one port those requests could reach another one.
@@ -144,7 +162,7 @@ def build_server(
         cors_allowed_origins=list(cors_origins) or None,
         max_http_buffer_size=max_message_bytes,
     )
-    peers: dict[str, SioPeer] = {}
+    peers = server.peers
 
     @server.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
@@ -159,6 +177,11 @@ def build_server(
 
     @server.event
     async def disconnect(sid: str, *_: Any) -> None:
+        # A session whose Socket.IO connection ended (the client's 41 too) ends its Engine.IO
+        # session, as on our own fronts: kept, it would answer pings with nothing connected.
+        eio_sid = server.manager.eio_sid_from_sid(sid, "/")
+        if eio_sid is not None:
+            server.end_session(eio_sid)
         peer = peers.pop(sid, None)
         if peer is not None:
             await dispatcher.detach(peer)

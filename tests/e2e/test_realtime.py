@@ -390,9 +390,26 @@ async def test_a_polling_session_that_never_connects_is_closed(live, make_user, 
         assert reply.text.startswith("40{"), reply.text  # connected
         await asyncio.sleep(1.5)
         gone = await http.get("/socket.io/", params={**polling, "sid": idle})
-        assert gone.status_code == 400 or gone.text == "1", gone.text
+        assert gone.status_code == 400, gone.text  # forgotten, not kept until a poll comes
         kept = await http.post("/socket.io/", params={**polling, "sid": connected}, content="3")
         assert kept.status_code == 200
+
+
+async def test_a_polling_session_that_disconnects_is_ended(live, make_user):
+    """A client's Socket.IO disconnect (41) ends its Engine.IO session too, as on our own
+    fronts; kept, it would answer pings for ever with nothing connected."""
+    user = await make_user()
+    polling = {"EIO": "4", "transport": "polling"}
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
+        opened = await http.get("/socket.io/", params=polling)
+        session = {**polling, "sid": orjson.loads(opened.text[1:])["sid"]}
+        auth = "40" + orjson.dumps({"token": token_of(user)}).decode()
+        assert (await http.post("/socket.io/", params=session, content=auth)).status_code == 200
+        assert (await http.get("/socket.io/", params=session)).text.startswith("40{")
+        assert (await http.post("/socket.io/", params=session, content="41")).status_code == 200
+        # Gone at once: no poll waits for the next ping (25 s) on it.
+        gone = await asyncio.wait_for(http.get("/socket.io/", params=session), 3)
+        assert gone.status_code == 400 or gone.text == "1", gone.text
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """How many sockets one user, and one server process, may hold: past either limit a connect
 is refused with the error envelope (429 for the user's, 503 for the process's), and a socket
 that closes frees its place. Real python-socketio clients, over our websocket front and over
-python-socketio's long-polling front."""
+python-socketio's long-polling front. Sessions opened without connecting (no credentials shown
+yet) are bounded on their own: past the limit a new one is refused at its HTTP request."""
 
 from __future__ import annotations
 
@@ -9,9 +10,15 @@ import asyncio
 import time
 from typing import Any
 
+import aiohttp
+import httpx
+import orjson
 import pytest
 import socketio
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
+from app.realtime import sio as sio_module
 from tests.e2e.conftest import make_settings
 from tests.e2e.live import live_server
 from tests.e2e.sockets import token_of
@@ -84,3 +91,81 @@ async def test_sockets_past_the_users_and_the_process_limit_are_refused(
         finally:
             for socket in sockets:
                 await socket.disconnect()
+
+
+POLLING = {"EIO": "4", "transport": "polling"}
+
+
+async def test_sessions_not_yet_connected_are_bounded(settings, make_user, tmp_path):
+    limited = make_settings(settings.mongodb_url, tmp_path, MAX_SOCKETS_OPENING="2")
+    user = await make_user()
+    async with (
+        live_server(limited) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=10) as http,
+    ):
+        ws_url = f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket"
+        # Connected sockets, on both fronts, do not count.
+        held = [await connected(server.url, user, transports) for transports in TRANSPORTS]
+        try:
+            # Two sessions left waiting for their connect: one long-polling, one websocket.
+            waiting = await http.get("/socket.io/", params=POLLING)
+            assert waiting.status_code == 200 and waiting.text.startswith("0{")
+            sid = orjson.loads(waiting.text[1:])["sid"]
+            async with connect(ws_url) as websocket:
+                assert str(await asyncio.wait_for(websocket.recv(), 5)).startswith("0{")
+
+                # A third is refused, whichever way it comes, with the error envelope.
+                refused = await http.get("/socket.io/", params=POLLING)
+                assert refused.status_code == 503
+                assert refused.headers["retry-after"] == "1"
+                body = refused.json()
+                assert (body["code"], body["error"]) == ("503", "UNAVAILABLE")
+                assert "MAX_SOCKETS_OPENING" in body["message"]
+                assert body["requestId"] == refused.headers["x-request-id"]
+                with pytest.raises(InvalidStatus) as denied:
+                    async with connect(ws_url):
+                        pass
+                assert denied.value.response.status_code == 503
+                assert orjson.loads(denied.value.response.body)["error"] == "UNAVAILABLE"
+                async with aiohttp.ClientSession() as session:  # closed, though refused
+                    client = socketio.AsyncClient(reconnection=False, http_session=session)
+                    with pytest.raises(socketio.exceptions.ConnectionError):
+                        await client.connect(
+                            server.url, transports=["polling"], auth={"token": token_of(user)}
+                        )
+                # A session already open goes on: the polling one connects.
+                sent = await http.post(
+                    "/socket.io/",
+                    params={**POLLING, "sid": sid},
+                    content="40" + orjson.dumps({"token": token_of(user)}).decode(),
+                )
+                assert sent.status_code == 200
+                reply = await http.get("/socket.io/", params={**POLLING, "sid": sid})
+                assert reply.text.startswith("40{"), reply.text
+
+                # Connected, it no longer counts: a new session may open.
+                held.append(await connected(server.url, user, ["websocket"]))
+                assert (await http.get("/socket.io/", params=POLLING)).status_code == 200
+                refused = await http.get("/socket.io/", params=POLLING)  # that one waits too
+                assert refused.status_code == 503
+            # The waiting websocket closed: its place is free again.
+            deadline = time.monotonic() + 5
+            while (await http.get("/socket.io/", params=POLLING)).status_code != 200:
+                assert time.monotonic() < deadline, "the closed websocket's place was not freed"
+                await asyncio.sleep(0.1)
+        finally:
+            for socket in held:
+                await socket.disconnect()
+
+
+async def test_a_session_closed_for_not_connecting_frees_its_place(settings, tmp_path, monkeypatch):
+    monkeypatch.setattr(sio_module, "CONNECT_WAIT_S", 0.5)
+    limited = make_settings(settings.mongodb_url, tmp_path, MAX_SOCKETS_OPENING="1")
+    async with (
+        live_server(limited) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=10) as http,
+    ):
+        assert (await http.get("/socket.io/", params=POLLING)).status_code == 200
+        assert (await http.get("/socket.io/", params=POLLING)).status_code == 503
+        await asyncio.sleep(1.0)  # the first is closed for not connecting, and forgotten
+        assert (await http.get("/socket.io/", params=POLLING)).status_code == 200
