@@ -55,6 +55,9 @@ def server_options(settings: Settings) -> dict[str, Any]:
         # sockets that connected together.
         "ws_ping_interval": None,
         "lifespan": "on",  # a failing startup (database unreachable) must stop the server
+        # A stop waits this long for the requests under way (each bounded by DB_TIMEOUT_MS),
+        # then cancels what is left: a connection whose client stopped reading never ends.
+        "timeout_graceful_shutdown": settings.db_timeout_ms // 1000 + 5,
     }
 
 

@@ -108,8 +108,18 @@ def index_name(keys: tuple[tuple[str, int], ...]) -> str:
 
 def apply_changes(fields: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """``fields`` (JSON values) after a PATCH's ``$set`` of dotted paths, as MongoDB would
-    apply it; a path through a value that is not an object or array -> 400."""
-    result: dict[str, Any] = orjson.loads(orjson.dumps(fields))
+    apply it; a path through a value that is not an object or array -> 400. ``fields`` is
+    left as it was: only the containers on the changed paths are copied (however deep the
+    rest of a stored entity is nested)."""
+    result = dict(fields)
+    copied = {id(result)}
+
+    def writable(child: Any) -> Any:
+        if isinstance(child, (dict, list)) and id(child) not in copied:
+            child = dict(child) if isinstance(child, dict) else list(child)
+            copied.add(id(child))
+        return child
+
     for key, item in changes.items():
         segments = key.split(".")
         target: Any = result
@@ -118,18 +128,20 @@ def apply_changes(fields: dict[str, Any], changes: dict[str, Any]) -> dict[str, 
             if isinstance(target, dict):
                 if last:
                     target[segment] = item
-                elif segment not in target:
-                    target[segment] = {}
-                target = target.get(segment)
-            elif isinstance(target, list) and segment.isdigit():
+                    break
+                child = writable(target.get(segment, {}))
+                target[segment] = child
+                target = child
+            elif isinstance(target, list) and validation.digits(segment):
                 index = int(segment)
                 if index >= len(target):
                     target.extend([None] * (index + 1 - len(target)))
                 if last:
                     target[index] = item
-                elif target[index] is None:
-                    target[index] = {}
-                target = target[index]
+                    break
+                child = writable({} if target[index] is None else target[index])
+                target[index] = child
+                target = child
             else:
                 raise Invalid(key, "the change cannot be applied to the stored entity")
     return result
@@ -209,7 +221,7 @@ def _field_path(value: Any, where: str) -> str:
     if segments[0] in SERVER_FIELDS or segments[0].startswith("_"):
         raise Invalid(where, f"{value!r} is a server field")
     for segment in segments:
-        if segment.isdigit():
+        if validation.digits(segment):
             raise Invalid(where, f"{value!r}: index a field, not an array position")
     return value
 

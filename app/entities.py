@@ -332,6 +332,8 @@ class Entities:
         validation.no_overlap(list(changes), "body")
         for attempt in range(_RETRIES):
             current = await self._writable(store, entity_id, user)
+            for key in changes:
+                validation.positions(current, key.split("."), key)
             for name, item in expected.items():
                 if name != "_id" and not _same(current.get(name), item):
                     raise Invalid(name, "cannot be changed with PATCH")

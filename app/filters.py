@@ -232,7 +232,7 @@ class _Parser:
         segments = validation.path(path)
         if segments[0].startswith("_"):
             raise Invalid(self.where(path), "fields starting with '_' cannot be filtered")
-        if any(s.isdigit() for s in segments):
+        if any(validation.digits(s) for s in segments):
             raise Invalid(self.where(path), "array positions cannot be filtered (name a field)")
         if isinstance(item, dict):
             if not item:
@@ -396,7 +396,11 @@ def _key(value: Any) -> Any:
         moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
         return int(moment.timestamp() * 1000)
     if isinstance(value, Decimal128):
-        return value.to_decimal()
+        number = value.to_decimal()
+        # A decimal NaN (quiet or signalling, stored by another program) raises when Python
+        # orders or compares it; as a float NaN it matches no bound and equals nothing, as in
+        # MongoDB (a filter from JSON cannot hold a NaN to match it).
+        return float("nan") if number.is_nan() else number
     return value
 
 

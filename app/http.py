@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app import jsonio
+from app import jsonio, validation
 from app.acl import REVISION, revision_of
 from app.errors import BadRequest, Invalid, TooLarge
 from app.services import Services
@@ -87,7 +87,7 @@ async def read_json(request: Request, limit: int | None = None) -> Any:
     limit = limit or services(request).settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not validation.digits(declared):
             raise BadRequest("Content-Length is not a number")
         if int(declared) > limit:
             raise TooLarge(f"The body is larger than {limit} bytes")

@@ -212,7 +212,7 @@ def parse_sort(raw: str, name: str = "sort") -> Sort:
         segments = validation.path(path)
         if path != "_id" and segments[0].startswith("_"):
             raise Invalid(name, f"{path!r}: fields starting with '_' cannot be sorted on")
-        if any(s.isdigit() for s in segments):
+        if any(validation.digits(s) for s in segments):
             raise Invalid(name, f"{path!r}: array positions cannot be sorted on")
         keys.append((path, direction))
     if len({p for p, _ in keys}) != len(keys):

@@ -63,7 +63,7 @@ def _positive_int(env: Mapping[str, str], name: str) -> int:
 def _whole(env: Mapping[str, str], name: str) -> int:
     """A whole number, 0 allowed (it turns the feature off)."""
     raw = env.get(name) or DEFAULTS[name]
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):  # "²" passes isdigit alone
         raise SettingsError(f"{name} must be a whole number (0 for off), got {raw!r}")
     return int(raw)
 

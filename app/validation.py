@@ -28,6 +28,7 @@ MAX_DEPTH = 64
 MAX_PATH_SEGMENTS = MAX_DEPTH
 MAX_PATH_LENGTH = 1024
 MAX_LIST_ENTRIES = 1000
+MAX_ARRAY_POSITION = 100_000  # the highest array position a PATCH path may name
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -77,7 +78,37 @@ def path(name: str) -> list[str]:
             raise Invalid(name, "path segments must not start with '$'")
         if "\x00" in segment:
             raise Invalid(name.replace("\x00", "\\0"), "paths must not contain NUL")
+        if segment.isdigit() and not segment.isascii():
+            # A position or a name? Databases differ (SecantusDB fails on "²"); 0-9 only.
+            raise Invalid(name, "digits in a path must be 0-9")
     return segments
+
+
+def digits(text: str) -> bool:
+    """Whether ``text`` is a whole number in ASCII digits: what the database reads as an array
+    position in a path, and the only form of a number in a parameter or header. (Superscript
+    and Arabic-Indic digits pass ``str.isdigit`` too, and ``int`` refuses the first.)"""
+    return text.isascii() and text.isdigit()
+
+
+def positions(document: Any, segments: list[str], key: str) -> None:
+    """A PATCH path, on the entity as it is: where it goes through an array it must name a
+    position (the database refuses a field name there), and the position is bounded (the
+    database pads an array up to the position it is given, and so does the check of the
+    entity's size and definition before the write)."""
+    node = document
+    for segment in segments:
+        if isinstance(node, list):
+            if not digits(segment):
+                raise Invalid(key, "goes through an array: name a position (0, 1, ...) there")
+            position = int(segment)
+            if position > MAX_ARRAY_POSITION:
+                raise Invalid(key, f"array positions go up to {MAX_ARRAY_POSITION}")
+            node = node[position] if position < len(node) else None
+        elif isinstance(node, dict):
+            node = node.get(segment)
+        else:
+            return
 
 
 def no_overlap(paths: list[str], what: str) -> None:

@@ -22,7 +22,7 @@ async def list_entries(request: Request) -> Response:
         if len(params.getlist(name)) > 1:
             raise BadRequest(f"{name} was given more than once")
     raw_limit = params.get("limit", "100")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+    if not validation.digits(raw_limit) or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise Invalid("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
     limit = int(raw_limit)
     before = validation.object_id(params["before"], "before") if "before" in params else None

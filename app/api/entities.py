@@ -139,7 +139,7 @@ async def changes(request: Request) -> Response:
         if len(params.getlist(name)) > 1:
             raise BadRequest(f"{name} was given more than once")
     raw_limit = params.get("limit", str(MAX_CHANGES))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_CHANGES:
+    if not validation.digits(raw_limit) or not 1 <= int(raw_limit) <= MAX_CHANGES:
         raise Invalid("limit", f"must be a whole number from 1 to {MAX_CHANGES}")
     where = parse_where(params["where"]) if "where" in params else None
     only = only_fields(params["only"]) if "only" in params else None

@@ -31,6 +31,7 @@ from app.acl import revision_of
 from app.errors import Invalid, ResumeExpired
 from app.seal import SEAL_BYTES, Seal
 from app.storage import Document, Storage, change_stream
+from app.validation import digits
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def apply_update(before: Document, description: Document) -> Document:
 def _step(container: Any, segment: str) -> Any:
     if isinstance(container, dict):
         return container.get(segment)
-    if isinstance(container, list) and segment.isdigit() and int(segment) < len(container):
+    if isinstance(container, list) and digits(segment) and int(segment) < len(container):
         return container[int(segment)]
     return None
 
@@ -164,7 +165,7 @@ def _step(container: Any, segment: str) -> Any:
 def _put(container: Any, segment: str, value: Any) -> None:
     if isinstance(container, dict):
         container[segment] = value
-    elif isinstance(container, list) and segment.isdigit():
+    elif isinstance(container, list) and digits(segment):
         index = int(segment)
         container.extend([None] * (index + 1 - len(container)))
         container[index] = value
@@ -201,7 +202,7 @@ def _remove_path(document: Any, segments: list[str], copied: set[int]) -> None:
     last = segments[-1]
     if isinstance(parent, dict):
         parent.pop(last, None)
-    elif isinstance(parent, list) and last.isdigit() and int(last) < len(parent):
+    elif isinstance(parent, list) and digits(last) and int(last) < len(parent):
         parent[int(last)] = None
 
 

@@ -143,6 +143,8 @@ class EIO4Front:
             await asyncio.sleep(tick)
             now = time.monotonic()
             for connection in list(self._connections):
+                if connection.socket.closing:
+                    continue  # its close is under way (bounded: WireSocket.close)
                 overdue = connection.connect_by
                 if connection.peer is None and overdue is not None and now > overdue:
                     connection.connect_by = None

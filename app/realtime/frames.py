@@ -66,6 +66,11 @@ class DirectFrames:
             return None
         return cls(protocol)
 
+    def abort(self) -> None:
+        """Cut the connection now, whatever its buffer holds: uvicorn then reports it lost,
+        which ends a send waiting for room (it raises) and the front's receive loop."""
+        self._protocol.transport.abort()
+
     def write_text(self, text: str) -> bool:
         """Write ``text`` as one frame now; False (nothing written) when the ASGI path must."""
         protocol = self._protocol

@@ -272,8 +272,9 @@ class Hub:
         if self._fanout_task is not None:
             self._fanout_task.cancel()
             await asyncio.gather(self._fanout_task, return_exceptions=True)
-        for client in list(self.clients.values()):
-            await client.peer.close()
+        # Together: a close may wait up to a few seconds for a client that stopped reading.
+        closes = [client.peer.close() for client in list(self.clients.values())]
+        await asyncio.gather(*closes, return_exceptions=True)
 
     # --- Dispatcher ------------------------------------------------------------------------
 

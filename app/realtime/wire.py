@@ -27,16 +27,25 @@ _DIGITS = "0123456789"
 _MAX_ACK_ID_DIGITS = 16
 
 
-class WireSocket:
-    """Serialises sends to one ASGI websocket; a send after the client has gone is dropped."""
+CLOSE_WAIT_S = 5.0  # how long a close waits for a send under way before it cuts the connection
 
-    __slots__ = ("_direct", "_lock", "_send", "closed")
+
+class WireSocket:
+    """Serialises sends to one ASGI websocket; a send after the client has gone is dropped.
+
+    A send waits while the connection's buffer is full, which is for ever if the client has
+    stopped reading. A close waits for it at most ``CLOSE_WAIT_S``, then cuts the connection
+    (on uvicorn; see ``DirectFrames.abort``): the one way to free such a socket, its queued
+    events and the send itself. Closing a socket that is closing already does nothing."""
+
+    __slots__ = ("_direct", "_lock", "_send", "closed", "closing")
 
     def __init__(self, send: Send) -> None:
         self._send = send
         self._lock = asyncio.Lock()
         self._direct = DirectFrames.of(send)
         self.closed = False
+        self.closing = False
 
     def gone(self) -> None:
         self.closed = True
@@ -64,11 +73,18 @@ class WireSocket:
             return True
 
     async def close(self, code: int, reason: str, *, farewell: str | None = None) -> None:
-        async with self._lock:
-            if farewell is not None:
-                await self._deliver({"type": "websocket.send", "text": farewell})
-            await self._deliver({"type": "websocket.close", "code": code, "reason": reason})
-            self.closed = True
+        if self.closing:
+            return
+        self.closing = True
+        try:
+            async with asyncio.timeout(CLOSE_WAIT_S), self._lock:
+                if farewell is not None:
+                    await self._deliver({"type": "websocket.send", "text": farewell})
+                await self._deliver({"type": "websocket.close", "code": code, "reason": reason})
+        except TimeoutError:
+            if self._direct is not None:
+                self._direct.abort()
+        self.closed = True
 
     async def _deliver(self, message: dict[str, Any]) -> None:
         if self.closed:

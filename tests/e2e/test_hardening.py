@@ -20,6 +20,7 @@ from app.storage import Storage
 from tests.e2e.conftest import ADMIN_PASSWORD, client_for, make_settings
 from tests.e2e.sockets import listening, token_of
 from tests.e2e.support import answers, running, seconds_until
+from tests.e2e.test_changes_feed import drain
 from tests.helpers import assert_api_error, unique
 
 pytestmark = pytest.mark.asyncio
@@ -210,6 +211,113 @@ async def test_odd_entities_reach_subscribers_and_the_stream_goes_on(
     ]
     assert jsonio_depth(seen[4]["entity"]["v"]) == 300
     assert seen[5]["entity"]["v"]["a"]["a"] == 7
+
+
+async def test_a_deep_stored_entity_in_a_defined_store_can_be_patched(
+    app, admin, make_user, store, odd_entities
+):
+    """The definition's check of a PATCH copies only what the change touches: an entity nested
+    300 deep (written elsewhere) is patched like any other, not answered 500."""
+    response = await admin.put(f"/api/v1/_stores/{store}", json={"schema": {"type": "object"}})
+    assert response.status_code == 200, response.text
+    deepest = odd_entities[5]
+    patched = await admin.patch(f"/api/v1/{store}/{deepest}", json={"note": "seen", "v.a.b": 2})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["note"] == "seen" and patched.json()["v"]["a"]["b"] == 2
+    assert jsonio_depth(patched.json()["v"]) == 300
+
+
+async def test_decimal_nans_stored_elsewhere_match_no_filter(app, live, admin, make_user, store):
+    """Decimal NaNs (quiet and signalling) raise when Python orders them: the change feed's
+    ``where`` answered 500 for every reader from then on, and a subscription's filter would
+    fail on them too. They match no bound and equal nothing, as in MongoDB."""
+    user = await make_user()
+    collection = app.state.services.storage.store(store)
+    await app.state.services.storage.prepare_store(store)
+    readers = acl.readers_of(admin.id, None, ["*"], [])
+    base = {"owner": admin.id, "group": None, "access": ["*"], "branch": [], acl.READERS: readers}
+    cursor = (await user.get(f"/api/v1/{store}/_changes")).json()["next"]
+    async with listening(live.url, auth={"token": token_of(user)}) as socket:
+        await socket.subscribe(store=store, where={"v": {"_gt": 1}})
+        ids = []
+        for value in (Decimal128("NaN"), Decimal128("sNaN"), Decimal128("-NaN"), Decimal128("5")):
+            document = {"_id": ObjectId(), "v": value, **base}
+            await collection.insert_one(document)
+            ids.append(str(document["_id"]))
+        event = await socket.next()
+        assert (event["op"], event["id"]) == ("create", ids[3])
+        await socket.nothing()
+    expected = {
+        '{"v": {"_gt": 1}}': [ids[3]],
+        '{"v": {"_lte": 5}}': [ids[3]],
+        '{"v": 5}': [ids[3]],
+        '{"v": {"_in": [1, 5]}}': [ids[3]],
+        '{"v": {"_neq": 5}}': ids[:3],
+    }
+    everything, _ = await drain(user, store, cursor, 4)
+    assert [c["id"] for c in everything] == ids
+    for where, matching in expected.items():
+        seen, _ = await drain(user, store, cursor, len(matching), where=where)
+        assert [c["id"] for c in seen] == matching, where
+        listed = await user.get(f"/api/v1/{store}", params={"where": where})
+        assert listed.status_code == 200, listed.text
+
+
+# --- numbers and array positions --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("digit", ["\u00b2", "\u0661", "\u00b9\u00b2", "\uff11"])
+async def test_digits_other_than_ascii_are_not_numbers(admin, make_user, store, digit):
+    """Superscript, Arabic-Indic and full-width digits pass ``str.isdigit``; ``int`` refuses
+    some and reads others. Neither a parameter nor an array position takes them."""
+    user = await make_user()
+    text = orjson.loads(f'"{digit}"')
+    made = (await user.post(f"/api/v1/{store}", json={"tags": [1, 2], "obj": {}})).json()
+    for response in (
+        await user.get(f"/api/v1/{store}/_changes", params={"limit": text}),
+        await admin.get("/api/v1/_audit", params={"limit": text}),
+    ):
+        assert_api_error(response, 400, "INVALID")
+    bulk = {"operations": [{"op": "delete", "id": made["_id"], "ifMatch": text}]}
+    outcome = (await user.post(f"/api/v1/{store}/_bulk", json=bulk)).json()["results"][0]
+    assert (outcome["status"], outcome["error"]["error"]) == (400, "INVALID")
+    # In a path, position or name is ambiguous (the embedded database fails on some): 400.
+    for body in ({f"tags.{text}": 1}, {f"tags.{text}.x": 1}, {f"obj.{text}": 1}):
+        response = await user.patch(f"/api/v1/{store}/{made['_id']}", json=body)
+        assert "0-9" in assert_api_error(response, 400, "INVALID")["message"]
+    for params in ({"only": f"obj.{text}"}, {"sort": f"obj.{text}"}):
+        assert_api_error(await user.get(f"/api/v1/{store}", params=params), 400, "INVALID")
+    where = orjson.dumps({f"obj.{text}": 1}).decode()
+    assert_api_error(await user.get(f"/api/v1/{store}", params={"where": where}), 400, "INVALID")
+    # As a key inside a body they are data like any other.
+    named = await user.patch(f"/api/v1/{store}/{made['_id']}", json={"obj": {text: 1}})
+    assert named.status_code == 200, named.text
+    after = (await user.get(f"/api/v1/{store}/{made['_id']}")).json()
+    assert after["tags"] == [1, 2] and after["obj"] == {text: 1}
+
+
+async def test_array_positions_in_a_patch_are_bounded(make_user, store):
+    """The database pads an array up to the position a path names, and so does the check
+    before the write: a position past the limit is refused at once (it held the event loop
+    for seconds, or failed with 500), while object keys made of digits stay free."""
+    user = await make_user()
+    made = (await user.post(f"/api/v1/{store}", json={"tags": [1, 2], "byDay": {}})).json()
+    url = f"/api/v1/{store}/{made['_id']}"
+    limit = validation.MAX_ARRAY_POSITION
+    for position in (limit + 1, 300_000_000, 10**30):
+        started = time.monotonic()
+        response = await user.patch(url, json={f"tags.{position}": 1})
+        body = assert_api_error(response, 400, "INVALID")
+        assert f"tags.{position}" in body["message"]
+        assert time.monotonic() - started < 1.0
+    nested_in = await user.patch(url, json={"tags.1": {"x": []}})
+    assert nested_in.status_code == 200
+    assert_api_error(await user.patch(url, json={f"tags.1.x.{limit + 1}": 1}), 400, "INVALID")
+    padded = await user.patch(url, json={"tags.5": 6, "byDay.20240101": 1, "byDay.300000000": 2})
+    assert padded.status_code == 200, padded.text
+    assert padded.json()["tags"] == [1, {"x": []}, None, None, None, 6]
+    assert padded.json()["byDay"] == {"20240101": 1, "300000000": 2}
+    assert (await user.get(url)).json()["tags"] == padded.json()["tags"]
 
 
 # --- integers beyond 64 bits ------------------------------------------------------------------
