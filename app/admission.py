@@ -25,12 +25,15 @@ from dataclasses import dataclass
 import pymongo
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import DeadlineExceeded, Unavailable
+from app.errors import APIError, DeadlineExceeded, RequestTimeout, TooLarge, Unavailable
 from app.middleware import render, scope_request_id
 
 log = logging.getLogger(__name__)
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+SEND_GRACE_S = 1.0  # past its deadline, a request still sending is cut after this
+BODY_WAIT_S = 30.0  # a request's body must be in within this of its headers (408 after)
+BODIES_PER_WRITE = 8  # requests receiving their bodies at once, per write slot
 WATCH_AFTER_S = 0.05
 _READ_METHODS = frozenset({"GET", "HEAD"})
 
@@ -46,6 +49,7 @@ class Limits:
     db_timeout_s: float
     query_timeout_s: float = 15.0  # the list lane's deadline: lists, meta and filters
     retry_after_s: int = 1
+    body_bytes: int = 16 * 1024 * 1024  # the largest body any route takes (413 past it)
 
 
 class Lane:
@@ -136,6 +140,7 @@ class Admission:
             "write": Lane("write", self.limits.writes),
             "list": Lane("list", self.limits.lists),
         }
+        self.bodies = Lane("body", self.limits.writes * BODIES_PER_WRITE)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         name, point = (
@@ -146,6 +151,11 @@ class Admission:
         if name is None:
             await self.app(scope, receive, send)
             return
+        if scope["method"] in _BODY_METHODS:
+            received = await self._receive_body(scope, receive, send)
+            if received is None:
+                return  # answered
+            receive = received
         lane = self.lanes[name]
         if not lane.try_enter() and not await lane.enter(self.limits.wait_s):
             error = Unavailable(
@@ -162,6 +172,58 @@ class Admission:
             await _run(self.app, scope, receive, send, deadline, point)
         finally:
             lane.leave()
+
+    async def _receive_body(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+        """The request's body, read before the request takes a slot in its lane; then given
+        to the app as it came. A client that sends its body slowly, or never, held a write
+        slot while the app waited for it: 40 such connections, without signing in, kept
+        every write of every user at 503. Now it holds a place among the bodies on their way
+        (``BODIES_PER_WRITE`` per write slot; 503 past them) for at most ``BODY_WAIT_S``
+        (then 408). What is kept is what the client sent, at most ``body_bytes`` (413)."""
+        rid = scope_request_id(scope)
+        for header, value in scope["headers"]:
+            if (
+                header == b"content-length"
+                and value.isdigit()
+                and int(value) > self.limits.body_bytes
+            ):
+                # Refused by the app at once, before it reads anything.
+                return receive
+        if not self.bodies.try_enter():
+            error = Unavailable(
+                "The server is receiving too many request bodies; try again shortly",
+                retry_after=self.limits.retry_after_s,
+            )
+            await render(error, rid)(scope, receive, send)
+            return None
+        messages: deque[Message] = deque()
+        size = 0
+        failed: APIError | None = None
+        try:
+            async with asyncio.timeout(BODY_WAIT_S):
+                while True:
+                    message = await receive()
+                    messages.append(message)
+                    if message["type"] != "http.request":
+                        break  # the client went away: the app sees that as it would have
+                    size += len(message.get("body", b""))
+                    if size > self.limits.body_bytes:
+                        failed = TooLarge(f"The body is larger than {self.limits.body_bytes} bytes")
+                        break
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            failed = RequestTimeout(f"The request body did not arrive within {BODY_WAIT_S:g} s")
+        finally:
+            self.bodies.leave()
+        if failed is not None:
+            await render(failed, rid)(scope, receive, send)
+            return None
+
+        async def replayed() -> Message:
+            return messages.popleft() if messages else await receive()
+
+        return replayed
 
 
 async def _run(
@@ -181,13 +243,17 @@ async def _run(
     if task is None:  # pragma: no cover - an ASGI server runs every request in a task
         raise RuntimeError("a request outside a task")
     state = _Watch(receive, task, bodyless=scope.get("method", "") not in _BODY_METHODS)
-    if not point:
-        with pymongo.timeout(deadline_s):
-            await _watched(app, scope, send, state)
-        return
     try:
-        async with asyncio.timeout(deadline_s):
-            await _watched(app, scope, send, state)
+        if point:
+            async with asyncio.timeout(deadline_s):
+                await _watched(app, scope, send, state)
+        else:
+            # The driver's timeout ends database work; this one ends a request that has done
+            # its database work but is still sending to a client that does not read (six
+            # such lists held every list slot for as long as their sockets stayed open).
+            with pymongo.timeout(deadline_s):
+                async with asyncio.timeout(deadline_s + SEND_GRACE_S):
+                    await _watched(app, scope, send, state)
     except TimeoutError:
         if state.started:  # the deadline passed while a slow client was taking the response
             log.info("%s %s: deadline passed while sending", scope["method"], scope["path"])

@@ -94,8 +94,16 @@ async def socket_principal(
     origin = headers.get("origin")
     if (
         origin
-        and urlsplit(origin).netloc != headers.get("host")
+        and _host_of(origin) != headers.get("host")
         and (origin.rstrip("/") not in allowed_origins)
     ):
         raise Unauthorized("Unauthorized")
     return await credentials.from_session(morsel.value)
+
+
+def _host_of(origin: str) -> str | None:
+    """The host (and port) an Origin header names; None when it is not a URL at all."""
+    try:
+        return urlsplit(origin).netloc
+    except ValueError:  # "http://[" and the like
+        return None

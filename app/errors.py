@@ -27,6 +27,7 @@ class ErrorCode(StrEnum):
     QUERY_TIMEOUT = "QUERY_TIMEOUT"
     PRECONDITION_FAILED = "PRECONDITION_FAILED"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
 
 
 class APIError(Exception):
@@ -156,6 +157,13 @@ class TooLarge(APIError):
     code = ErrorCode.TOO_LARGE
     tags = ("error_too_large",)
     default_message = "Request body too large"
+
+
+class RequestTimeout(APIError):
+    status = 408
+    code = ErrorCode.REQUEST_TIMEOUT
+    tags = ("error_request_timeout",)
+    default_message = "The request body did not arrive in time"
 
 
 class UnsupportedMediaType(APIError):

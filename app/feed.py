@@ -18,12 +18,12 @@ from bson.timestamp import Timestamp
 
 from app import acl
 from app.acl import Principal
-from app.errors import Invalid, ResumeExpired
+from app.errors import Internal, Invalid, ResumeExpired
 from app.filters import Where
 from app.query import Only
 from app.realtime.changes import STORE_EVENTS, Change, Position, ResumeTokens
 from app.realtime.events import Rendered, operation
-from app.storage import Document, Storage, change_stream
+from app.storage import BatchTooLarge, Document, Storage, change_stream
 
 MAX_LIMIT = 1000
 _WAIT_MS = 50
@@ -81,19 +81,28 @@ class Feed:
             return where is None or where.matches(document)
 
         changes: list[dict[str, Any]] = []
-        async with change_stream(self.storage, pipeline, resume, _WAIT_MS, start) as stream:
-            while len(changes) < limit:
-                event = await stream.try_next()
-                if event is None:
-                    break
-                change = Change.from_event(event)
-                if change is None:
-                    continue
-                last = change.position
-                op = operation(change, visible, user.admin)
-                if op is not None:
-                    changes.append(_entry(change, op, only, self.tokens))
-            token = stream.resume_token
+        first = last
+        for _ in range(2):  # again, in small batches, if a reply was too large
+            try:
+                async with change_stream(self.storage, pipeline, resume, _WAIT_MS, start) as stream:
+                    while len(changes) < limit:
+                        event = await stream.try_next()
+                        if event is None:
+                            break
+                        change = Change.from_event(event)
+                        if change is None:
+                            continue
+                        last = change.position
+                        op = operation(change, visible, user.admin)
+                        if op is not None:
+                            changes.append(_entry(change, op, only, self.tokens))
+                    token = stream.resume_token
+                break
+            except BatchTooLarge:
+                changes.clear()
+                last = first
+        else:
+            raise Internal("The change stream's replies are too large to read")
         if token is not None and isinstance(token.get("_data"), str):
             last = Position(_now(), token["_data"])
         if last is None:

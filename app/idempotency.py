@@ -22,6 +22,7 @@ import orjson
 from pymongo.errors import DuplicateKeyError
 from starlette.responses import Response
 
+from app import validation
 from app.acl import Principal
 from app.clock import now
 from app.errors import APIError, Conflict, Invalid, KeyReused
@@ -48,8 +49,20 @@ def check_key(key: str) -> str:
 def fingerprint(scope: str, body: Any) -> str:
     """What makes two requests the same: the method and path, and the body's JSON with its
     keys in order."""
-    canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    try:
+        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # nested past orjson's 255 levels; no write takes that
+        raise Invalid("body", f"nested deeper than {validation.MAX_DEPTH} levels") from None
     return hashlib.sha256(scope.encode() + b"\0" + canonical).hexdigest()
+
+
+class AnswerNotKept(Conflict):
+    def __init__(self, status: int, size: int) -> None:
+        super().__init__(
+            f"The request with this Idempotency-Key was done (status {status}), but its answer "
+            f"({size} bytes) was too large to keep; it is not run again. Read what it changed "
+            "instead"
+        )
 
 
 class Idempotency:
@@ -116,6 +129,8 @@ class Idempotency:
             raise Conflict("A request with this Idempotency-Key is running; retry shortly")
         if found.get("fingerprint") != printed:
             raise KeyReused()
+        if found.get("state") == "done" and found.get("tooLarge"):
+            raise AnswerNotKept(int(found["status"]), int(found["tooLarge"]))
         if found.get("state") == "done":
             headers = {**(found.get("headers") or {}), "Idempotent-Replayed": "true"}
             return Response(
@@ -143,13 +158,16 @@ class Idempotency:
         body = bytes(response.body) if hasattr(response, "body") else b""
         if (200 <= status < 300 or status in REMEMBERED) and len(body) <= _MAX_STORED:
             headers = {k: v for k, v in response.headers.items() if k.lower() in _KEPT_HEADERS}
-            async with translated_async():
-                await self.keys.update_one(
-                    {"_id": key_id},
-                    {"$set": {"state": "done", "status": status, "body": body, "headers": headers}},
-                )
+            done = {"state": "done", "status": status, "body": body, "headers": headers}
+        elif 200 <= status < 300:
+            # Done, but too large to keep: a retry must not run it again (a _bulk of creates
+            # would make every entity twice), so it is told what happened instead.
+            done = {"state": "done", "status": status, "tooLarge": len(body)}
         else:
             await self._release(key_id)
+            return
+        async with translated_async():
+            await self.keys.update_one({"_id": key_id}, {"$set": done})
 
     async def _release(self, key_id: str) -> None:
         try:

@@ -22,6 +22,7 @@ _ERROR_TEXT = {
     "401": "Not signed in, or the credential has expired (UNAUTHORIZED)",
     "403": "Signed in, but not allowed (FORBIDDEN)",
     "404": "No such resource, or the caller may not read it (NOT_FOUND)",
+    "408": "The body did not arrive within 30 s of the headers (REQUEST_TIMEOUT)",
     "409": "A unique value is taken, or the resource kept changing (CONFLICT)",
     "410": "The cursor is older than CHANGES_RETENTION_DAYS (RESUME_EXPIRED)",
     "412": "If-Match named another revision; the envelope's current is the entity now",
@@ -34,7 +35,7 @@ _ERROR_TEXT = {
     "503": "Busy or the database is unavailable; retry after Retry-After (UNAVAILABLE)",
 }
 _READ_ERRORS = ("400", "401", "403", "404", "429", "503")
-_WRITE_ERRORS = ("400", "401", "403", "404", "409", "413", "415", "429", "503")
+_WRITE_ERRORS = ("400", "401", "403", "404", "408", "409", "413", "415", "429", "503")
 
 
 def _ref(name: str) -> Json:

@@ -57,7 +57,12 @@ class Only:
         return ",".join(("-" + p) if self.exclude else p for p in self.paths)
 
 
+MAX_ONLY_FIELDS = 100  # projecting costs work per field for every entity (and every event)
+
+
 def only_fields(raw: str, name: str = "only") -> Only:
+    if raw.count(",") >= MAX_ONLY_FIELDS:
+        raise Invalid(name, f"at most {MAX_ONLY_FIELDS} fields")
     fields = list(dict.fromkeys(f.strip() for f in raw.split(",")))
     if not fields or any(not f for f in fields):
         raise Invalid(name, "expected a comma-separated list of field names")

@@ -193,6 +193,7 @@ class Settings:
             wait_s=self.admission_wait_ms / 1000,
             db_timeout_s=self.db_timeout_ms / 1000,
             query_timeout_s=self.query_timeout_ms / 1000,
+            body_bytes=max(self.max_body_bytes, self.max_bulk_bytes),
         )
 
     def signing_secret(self) -> str:

@@ -30,6 +30,7 @@ from pymongo.errors import (
     ExecutionTimeout,
     NetworkTimeout,
     OperationFailure,
+    ProtocolError,
     PyMongoError,
     ServerSelectionTimeoutError,
     WriteError,
@@ -181,6 +182,7 @@ class Storage:
             url, tz_aware=True, appname="entity-platform", **timeouts
         )
         self.db: AsyncDatabase[Document] = self.client[db_name]
+        self.small_batches = False  # set once a change stream's reply was too large
         # The same database, decoding dates as the entity collections do (for change streams).
         self.entity_db: AsyncDatabase[Document] = self.client.get_database(
             db_name, codec_options=ENTITY_CODEC
@@ -465,7 +467,11 @@ class ChangeStream:
         return token
 
     async def try_next(self) -> Document | None:
-        event: Document | None = await self._stream.try_next()
+        try:
+            event: Document | None = await self._stream.try_next()
+        except ProtocolError as exc:
+            _too_large(self._storage, exc)
+            raise  # pragma: no cover
         if (
             event is not None
             and event.get("operationType") == "update"
@@ -484,6 +490,26 @@ class ChangeStream:
         return buffered is not None and not buffered
 
 
+class BatchTooLarge(Exception):
+    """A change stream's reply was larger than the driver takes (48 MB). MongoDB caps a
+    reply at 16 MB; the embedded database does not, and a hundred changes of an entity of a
+    few megabytes (each carries the entity as it was) go past it. Read again in small
+    batches: once it happened, every stream of the process is opened with ``SMALL_BATCH``
+    (each reader reopens from its last position: the feed at once, the live ones as after any
+    interruption)."""
+
+
+def _too_large(storage: Storage, exc: ProtocolError) -> None:
+    """Raise BatchTooLarge for a reply past the driver's size, the API error otherwise."""
+    if "max message size" in str(exc):
+        storage.small_batches = True  # every stream opened from now on
+        raise BatchTooLarge() from exc
+    _raise_api_error(exc)
+
+
+SMALL_BATCH = 3  # changes per reply: 3 of the largest (two 5 MiB entities each) stay < 48 MB
+
+
 @asynccontextmanager
 async def change_stream(
     storage: Storage,
@@ -491,6 +517,7 @@ async def change_stream(
     resume_after: Document | None = None,
     max_await_ms: int | None = None,
     start_at: Timestamp | None = None,
+    batch_size: int | None = None,
 ) -> AsyncIterator[ChangeStream]:
     """A database-wide change stream with pre-images where the collection keeps them (see
     ``ChangeStream``).
@@ -504,12 +531,16 @@ async def change_stream(
             start_at_operation_time=start_at,
             full_document_before_change="whenAvailable",
             max_await_time_ms=max_await_ms,
+            batch_size=batch_size or (SMALL_BATCH if storage.small_batches else None),
         )
     except OperationFailure as exc:
         if exc.code in _BAD_TOKEN and resume_after is not None:
             raise Invalid("resume", "not a valid resume token") from exc
         _raise_api_error(exc)
         raise  # pragma: no cover - _raise_api_error always raises
+    except ProtocolError as exc:  # the first reply already
+        _too_large(storage, exc)
+        raise  # pragma: no cover
     except PyMongoError as exc:
         _raise_api_error(exc)
         raise  # pragma: no cover

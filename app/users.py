@@ -29,9 +29,9 @@ def render(user: Document) -> dict[str, Any]:
         "id": str(user["_id"]),
         "login": user["login"],
         "name": user.get("name", ""),
-        "groups": user.get("groups", []),
-        "branches": user.get("branches", []),
-        "admin": bool(user.get("admin")),
+        "groups": list(_names(user.get("groups"))),
+        "branches": list(_names(user.get("branches"))),
+        "admin": user.get("admin") is True,  # as principal_of reads it
         "disabled": bool(user.get("disabled")),
         "createdAt": user.get("createdAt"),
         "updatedAt": user.get("updatedAt"),
@@ -39,15 +39,25 @@ def render(user: Document) -> dict[str, Any]:
 
 
 def principal_of(user: Document, credential: str = "") -> Principal:
+    """Who a stored user is. Read strictly, as a record another program wrote may hold any
+    types: only ``true`` makes an admin (``"false"`` is truthy), and groups and branches are
+    the strings of a list (a string is not a list of its letters)."""
+    name = user.get("name")
     return Principal(
         user_id=str(user["_id"]),
-        login=user["login"],
-        name=user.get("name", ""),
-        groups=tuple(user.get("groups", [])),
-        branches=tuple(user.get("branches", [])),
-        admin=bool(user.get("admin")),
+        login=str(user["login"]),
+        name=name if isinstance(name, str) else "",
+        groups=_names(user.get("groups")),
+        branches=_names(user.get("branches")),
+        admin=user.get("admin") is True,
         credential=credential,
     )
+
+
+def _names(stored: Any) -> tuple[str, ...]:
+    if not isinstance(stored, list):
+        return ()
+    return tuple(item for item in stored if isinstance(item, str))
 
 
 def _password(value: Any) -> str:
@@ -161,7 +171,7 @@ class Users:
         await self.end_credentials(user_id)
 
     async def _keep_an_admin(self, user: Document) -> None:
-        if not user.get("admin") or user.get("disabled"):
+        if user.get("admin") is not True or user.get("disabled"):
             return
         async with translated_async():
             others = await self.collection.count_documents(

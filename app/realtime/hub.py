@@ -483,7 +483,15 @@ class Hub:
         sub.live = True
 
     def _add(self, sub: Subscription) -> None:
-        sub.client.subscriptions[sub.id] = sub
+        """Put ``sub`` in place; checked here, after whatever the subscribe awaited, since a
+        front may run a socket's events side by side and the socket may have gone
+        meanwhile: a subscription added then would stay in the hub for good."""
+        client = sub.client
+        if self.clients.get(id(client.peer)) is not client:
+            raise Conflict("The socket closed before the subscription was in place")
+        if len(client.subscriptions) >= MAX_SUBSCRIPTIONS:
+            raise Conflict(f"A socket may hold at most {MAX_SUBSCRIPTIONS} subscriptions")
+        client.subscriptions[sub.id] = sub
         self.by_store[sub.store].add(sub)
         if self.source is not None:
             self.source.refresh()  # a store not followed yet is, from now on

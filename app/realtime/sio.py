@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 import socketio
+from engineio import packet as eio_packet  # type: ignore[import-untyped]
 
 from app import jsonio
 from app.acl import Principal
@@ -41,6 +42,15 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]  # (no type hints)
         asyncio.get_running_loop().call_later(CONNECT_WAIT_S, self._check_connected, eio_sid)
         return result
 
+    async def _handle_event(self, eio_sid: str, namespace: str, id: Any, data: Any) -> None:
+        # Socket.IO reserves these names (its clients refuse to emit them); python-socketio
+        # would hand such an event to our connect or disconnect handler, with arguments the
+        # client chose, and a connect run again attaches the socket again.
+        if isinstance(data, list) and data and data[0] in _RESERVED_EVENTS:
+            log.debug("dropped a client event named %r", data[0])
+            return
+        await super()._handle_event(eio_sid, namespace, id, data)
+
     def _check_connected(self, eio_sid: str) -> None:
         if self.manager.sid_from_eio_sid(eio_sid, "/") is None:
             self.end_session(eio_sid)
@@ -52,13 +62,17 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]  # (no type hints)
         that never polls again never does.)"""
         session = self.eio.sockets.pop(eio_sid, None)
         if session is not None:
+            # The close is queued now, so that a poll under way is answered at once whatever
+            # closes the session first (a close from the client answers no poll).
+            session.queue.put_nowait(eio_packet.Packet(eio_packet.CLOSE))
             reason = self.eio.reason.SERVER_DISCONNECT
-            task = asyncio.ensure_future(session.close(wait=False, reason=reason))
+            task = asyncio.ensure_future(session.close(wait=False, abort=True, reason=reason))
             _closing.add(task)
             task.add_done_callback(_closing.discard)
 
 
 _closing: set[asyncio.Future[Any]] = set()
+_RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting"})
 
 
 async def end_sessions(server: socketio.AsyncServer) -> None:
@@ -161,6 +175,9 @@ def build_server(
         ping_timeout=PING_TIMEOUT_S,
         cors_allowed_origins=list(cors_origins) or None,
         max_http_buffer_size=max_message_bytes,
+        # A socket's events one at a time, in order, as on our own fronts (side by side, two
+        # subscribes could both pass the subscription limit).
+        async_handlers=False,
     )
     peers = server.peers
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 
 import httpx
@@ -14,10 +15,11 @@ import orjson
 import pytest
 from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
 
-from app import acl, validation
+from app import acl, admission, validation
 from app.embedded import EmbeddedDatabase
 from app.storage import Storage
 from tests.e2e.conftest import ADMIN_PASSWORD, client_for, make_settings
+from tests.e2e.live import live_server
 from tests.e2e.sockets import listening, token_of
 from tests.e2e.support import answers, running, seconds_until
 from tests.e2e.test_changes_feed import drain
@@ -440,6 +442,36 @@ async def test_an_operator_value_in_a_body_is_stored_as_nothing_and_matches_noth
 # --- credentials ------------------------------------------------------------------------------
 
 
+async def test_users_stored_elsewhere_with_loose_types_get_no_more_than_they_say(
+    app, make_user, store
+):
+    """Another program's user records: ``"admin": "false"`` made an admin (a non-empty
+    string is truthy), ``"groups": "sales"`` the groups s, a, l, e, and ``"groups": null``
+    failed every request of that user with 500."""
+    template = await make_user(groups=["sales"])
+    users = app.state.services.storage.db["_users"]
+    stored = await users.find_one({"login": template.login})
+    shapes = {
+        "admin": {"admin": "false", "groups": "sales"},
+        "nulls": {"groups": None, "branches": None, "name": None},
+        "mixed": {"admin": 1, "groups": ["sales", 7, None, {"x": 1}], "branches": "north"},
+    }
+    for label, fields in shapes.items():
+        login = unique(label)
+        await users.insert_one({**stored, "_id": ObjectId(), "login": login, **fields})
+        async with client_for(app) as http:
+            signin = {"login": login, "password": template.password}
+            token = (await http.post("/api/v1/auth/token", json=signin)).json()["token"]
+            http.headers["Authorization"] = f"Bearer {token}"
+            me = await http.get("/api/v1/_me")
+            assert me.status_code == 200, (label, me.text)
+            assert me.json()["admin"] is False, label
+            assert set(me.json()["groups"]) <= {"sales"}, label
+            assert_api_error(await http.get("/api/v1/_users"), 403, "FORBIDDEN")
+            made = await http.post(f"/api/v1/{store}", json={"label": label})
+            assert made.status_code == 201, made.text
+
+
 async def test_a_known_token_id_with_another_subject_is_refused(admin, make_user, settings):
     victim, attacker = await make_user(), await make_user()
     assert (await attacker.get("/api/v1/_me")).json()["id"] == attacker.id  # cached now
@@ -532,3 +564,112 @@ async def test_a_client_leaving_mid_body_is_logged_quietly_and_changes_nothing(
         http.headers["Authorization"] = f"Bearer {token}"
         assert (await http.get(f"/api/v1/{store}")).json() == []
         assert (await http.post(f"/api/v1/{store}", json={"name": "whole"})).status_code == 201
+
+
+# --- bodies that never arrive -------------------------------------------------------------------
+
+
+async def test_a_body_that_never_arrives_holds_no_write_slot(settings, make_user, monkeypatch):
+    """40 connections that sent a write's headers and never its body, without signing in,
+    held every write slot: each write of every user got 503. A body is now read before its
+    request takes a slot, for at most BODY_WAIT_S (408 after), among a bounded number of
+    bodies on their way (503 past them)."""
+    monkeypatch.setattr(admission, "BODY_WAIT_S", 1.5)
+    user = await make_user()
+    limited = make_settings(settings.mongodb_url, settings.data_dir, MAX_CONCURRENT_WRITES="2")
+    hanging = b"POST /api/v1/auth/token HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    hanging += b"Content-Length: 100\r\n\r\n{"
+    async with live_server(limited) as server:
+        slow = []
+        for _ in range(admission.BODIES_PER_WRITE * 2 - 1):  # all but one place
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(hanging)
+            slow.append((reader, writer))
+        await asyncio.sleep(0.3)
+        async with httpx.AsyncClient(base_url=server.url, headers=user.client.headers) as http:
+            started = time.monotonic()
+            made = await http.post(f"/api/v1/{unique('w')}", json={"n": 1})
+            assert made.status_code == 201, made.text
+            assert time.monotonic() - started < 1.0
+            # One more on its way fills the places: the next body is refused at once.
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(hanging)
+            slow.append((reader, writer))
+            await asyncio.sleep(0.3)
+            refused = await http.post(f"/api/v1/{unique('w')}", json={"n": 2})
+            assert "request bodies" in assert_api_error(refused, 503, "UNAVAILABLE")["message"]
+        for reader, writer in slow:
+            head = await asyncio.wait_for(reader.read(4096), 5)
+            assert head.startswith(b"HTTP/1.1 408 "), head[:200]
+            assert b'"REQUEST_TIMEOUT"' in head
+            writer.close()
+
+
+async def test_a_list_its_client_does_not_read_gives_its_slot_back(settings, make_user):
+    """A list whose database work is done but whose client reads nothing waited for ever on
+    its sends, holding its list slot: six of them kept every list of every user at 503. It
+    now ends at its deadline (QUERY_TIMEOUT_MS) and a moment more."""
+    limited = make_settings(
+        settings.mongodb_url, settings.data_dir, MAX_CONCURRENT_LISTS="1", QUERY_TIMEOUT_MS="3000"
+    )
+    user = await make_user()
+    store = unique("unread")
+    pad = "x" * 20_000
+    for _ in range(4):  # 8 MB of entities: more than the socket buffers on both sides hold
+        creates = [{"op": "create", "entity": {"pad": pad}} for _ in range(100)]
+        made = await user.post(f"/api/v1/{store}/_bulk", json={"operations": creates})
+        assert made.status_code == 200, made.text
+    auth = user.client.headers["authorization"].encode()
+    async with live_server(limited) as server:
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            request = f"GET /api/v1/{store}?limit=10000 HTTP/1.1\r\nHost: t\r\n".encode()
+            writer.write(request + b"Authorization: " + auth + b"\r\n\r\n")
+            writer.transport.pause_reading()  # read nothing from here on
+            await asyncio.sleep(0.5)
+            headers = user.client.headers
+            async with httpx.AsyncClient(base_url=server.url, headers=headers) as http:
+                started = time.monotonic()
+                while True:
+                    listed = await http.get(f"/api/v1/{store}", params={"limit": "1"})
+                    if listed.status_code == 200:
+                        break
+                    # Busy (the slot is held), or a query slowed by a loaded database.
+                    assert listed.status_code in (503, 504), listed.text
+                    assert time.monotonic() - started < 12, "the unread list kept its slot"
+                    await asyncio.sleep(0.2)
+        finally:
+            writer.close()
+
+
+async def test_a_feed_over_changes_of_a_large_entity_is_read_in_smaller_batches(settings, tmp_path):
+    """Twenty changes of a 3 MB entity (each change carries the entity as it was) made a
+    reply of the embedded database larger than the driver takes (48 MB): every poll from
+    before them answered 500, for good. The feed now reads such a stretch again in small
+    batches, and so does every stream of the process from then on."""
+    fresh = make_settings(
+        settings.mongodb_url, tmp_path / "d", MONGODB_DB=unique("bigfeed"), MAX_BODY_BYTES="4000000"
+    )
+    async with running(fresh) as app, client_for(app) as http:
+        login = {"login": "admin", "password": ADMIN_PASSWORD}
+        token = (await http.post("/api/v1/auth/token", json=login)).json()["token"]
+        http.headers["Authorization"] = f"Bearer {token}"
+        store = unique("big")
+        since = (await http.get(f"/api/v1/{store}/_changes")).json()["next"]
+        made = (await http.post(f"/api/v1/{store}", json={"pad": "x" * 3_000_000})).json()
+        for n in range(20):
+            patched = await http.patch(f"/api/v1/{store}/{made['_id']}", json={"n": n})
+            assert patched.status_code == 200, patched.text
+        seen: list[dict] = []
+        deadline = time.monotonic() + 60
+        while len(seen) < 21:
+            assert time.monotonic() < deadline, f"{len(seen)} of 21 changes"
+            page = await http.get(f"/api/v1/{store}/_changes", params={"since": since})
+            assert page.status_code == 200, page.text[:300]
+            seen += page.json()["changes"]
+            since = page.json()["next"]
+        assert [c["op"] for c in seen] == ["create"] + ["update"] * 20
+        assert seen[-1]["entity"]["n"] == 19
+        assert app.state.services.storage.small_batches

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from app import idempotency
 from tests.e2e.sockets import listening, token_of
 from tests.helpers import assert_api_error
 
@@ -187,3 +188,35 @@ async def test_a_key_left_running_by_a_dead_request_is_taken_over(app, admin, st
     )
     assert taken.status_code == 201 and "idempotent-replayed" not in taken.headers
     assert await count(admin, store) == 1
+
+
+async def test_a_done_request_whose_answer_was_too_large_is_not_run_again(
+    make_user, store, monkeypatch
+):
+    """An answer too large to keep (12 MiB; a few hundred bytes here) used to free the key,
+    so a retried _bulk made every entity twice."""
+    monkeypatch.setattr(idempotency, "_MAX_STORED", 500)
+    user = await make_user()
+    key = {"Idempotency-Key": "large-answer"}
+    bulk = {
+        "operations": [{"op": "create", "entity": {"n": n, "pad": "x" * 50}} for n in range(10)]
+    }
+    first = await user.post(f"/api/v1/{store}/_bulk", json=bulk, headers=key)
+    assert first.status_code == 200, first.text
+    assert len(first.content) > 500
+    for _ in range(2):
+        again = await user.post(f"/api/v1/{store}/_bulk", json=bulk, headers=key)
+        assert "too large to keep" in assert_api_error(again, 409, "CONFLICT")["message"]
+    count = (await user.get(f"/api/v1/{store}", params={"meta": "true"})).json()["count"]
+    assert count == 10
+
+
+async def test_a_body_too_deep_to_fingerprint_is_refused_like_any_other(make_user, store):
+    user = await make_user()
+    deep: object = 1
+    for _ in range(300):
+        deep = {"a": deep}
+    key = {"Idempotency-Key": "deep"}
+    bulk = {"operations": [{"op": "create", "entity": {"v": deep}}]}
+    for path, body in ((f"/api/v1/{store}", {"v": deep}), (f"/api/v1/{store}/_bulk", bulk)):
+        assert_api_error(await user.post(path, json=body, headers=key), 400, "INVALID")

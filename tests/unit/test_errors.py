@@ -32,6 +32,7 @@ KINDS = [
     (errors.Internal, 500, ErrorCode.INTERNAL, ["error_internal"]),
     (errors.Unavailable, 503, ErrorCode.UNAVAILABLE, ["error_unavailable"]),
     (errors.QueryTimeout, 504, ErrorCode.QUERY_TIMEOUT, ["error_query_timeout"]),
+    (errors.RequestTimeout, 408, ErrorCode.REQUEST_TIMEOUT, ["error_request_timeout"]),
 ]
 
 
