@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import traceback
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -46,7 +48,9 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]  # (no type hints)
         # Socket.IO reserves these names (its clients refuse to emit them); python-socketio
         # would hand such an event to our connect or disconnect handler, with arguments the
         # client chose, and a connect run again attaches the socket again.
-        if isinstance(data, list) and data and data[0] in _RESERVED_EVENTS:
+        if not isinstance(data, list) or not data:
+            return  # an event without a name (python-socketio would fail on it)
+        if data[0] in _RESERVED_EVENTS:
             log.debug("dropped a client event named %r", data[0])
             return
         await super()._handle_event(eio_sid, namespace, id, data)
@@ -84,6 +88,36 @@ async def end_sessions(server: socketio.AsyncServer) -> None:
     for session in list(server.eio.sockets.values()):
         # wait=False: a session with no poll under way would otherwise wait for its next one.
         await session.close(wait=False, reason=reason)
+
+
+class _OneLine(logging.Filter):
+    """python-engineio and python-socketio log a whole traceback for every malformed payload a
+    client sends (invalid UTF-8, too many packets, broken JSON, an event without data): a
+    flood any client could make, even one that never signed in. That is bad input, not a
+    server fault: one line each, at WARNING, naming the exception. A fault that ends in our
+    own code keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or _ours(exc):
+            return True
+        record.msg = f"{record.getMessage()}: {type(exc).__name__}: {str(exc)[:200]}"
+        record.args = None
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def _ours(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised in this project's code, and is not a decoding error."""
+    if isinstance(exc, ValueError):
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and f"{os.sep}app{os.sep}" in frames[-1].filename
+
+
+for _name in ("engineio.server", "socketio.server"):
+    logging.getLogger(_name).addFilter(_OneLine())
 
 
 class _OutOfRange:

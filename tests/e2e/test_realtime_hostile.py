@@ -5,6 +5,7 @@ header that is not a URL."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import httpx
@@ -119,3 +120,29 @@ async def test_an_origin_that_is_not_a_url_is_refused_not_crashed(live, eio):
     body = orjson.loads(refusal[2:])
     envelope = body if eio == "3" else body["data"]
     assert (envelope["code"], envelope["error"]) == ("401", "UNAUTHORIZED")
+
+
+async def test_malformed_polling_payloads_make_one_line_each_not_a_traceback(live, caplog):
+    """python-engineio and python-socketio logged a whole traceback for each of these, from
+    sessions that never showed credentials: a log anyone could flood."""
+    bodies = [
+        b"\xff\xfe\x00",
+        "\x1e".join(["3"] * 20).encode(),
+        b"42",
+        b'42["a",' + b"[" * 3000 + b"]" * 3000 + b"]",
+        b'42["a", NaN]',
+        b'42["\\ud800"]',
+    ]
+    caplog.set_level(logging.WARNING)
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
+        for body in bodies:
+            opened = await http.get("/socket.io/", params=POLLING)
+            session = {**POLLING, "sid": orjson.loads(opened.text[1:])["sid"]}
+            answer = await http.post("/socket.io/", params=session, content=body)
+            assert answer.status_code in (200, 400), answer.text
+        still = await http.get("/socket.io/", params=POLLING)
+        assert still.status_code == 200
+    from_library = [r for r in caplog.records if r.name.split(".")[0] in ("engineio", "socketio")]
+    assert from_library, "nothing was logged at all"
+    assert all(r.exc_info is None and r.levelno == logging.WARNING for r in from_library)
+    assert "Traceback" not in caplog.text
