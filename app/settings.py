@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from app import validation
 from app.admission import Limits
 
 DEFAULTS: dict[str, str] = {
@@ -63,7 +64,7 @@ def _positive_int(env: Mapping[str, str], name: str) -> int:
 def _whole(env: Mapping[str, str], name: str) -> int:
     """A whole number, 0 allowed (it turns the feature off)."""
     raw = env.get(name) or DEFAULTS[name]
-    if not (raw.isascii() and raw.isdigit()):  # "²" passes isdigit alone
+    if not validation.digits(raw):
         raise SettingsError(f"{name} must be a whole number (0 for off), got {raw!r}")
     return int(raw)
 

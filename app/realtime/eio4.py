@@ -66,7 +66,7 @@ class _Connection:
         self.peer: WirePeer | None = None
         self.next_ping = next_ping
         self.pong_due: float | None = None
-        self.connect_by: float | None = connect_by  # None once closed for not connecting
+        self.connect_by = connect_by
 
 
 class EIO4Front:
@@ -145,9 +145,7 @@ class EIO4Front:
             for connection in list(self._connections):
                 if connection.socket.closing:
                     continue  # its close is under way (bounded: WireSocket.close)
-                overdue = connection.connect_by
-                if connection.peer is None and overdue is not None and now > overdue:
-                    connection.connect_by = None
+                if connection.peer is None and now > connection.connect_by:
                     self._spawn(connection.socket.close(1008, "no connect"))
                     continue
                 if connection.pong_due is not None:

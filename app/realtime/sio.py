@@ -79,15 +79,13 @@ _closing: set[asyncio.Future[Any]] = set()
 _RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting"})
 
 
-async def end_sessions(server: socketio.AsyncServer) -> None:
-    """Close every Engine.IO session ``server`` holds, long-polling or upgraded, as a
-    transport close: clients reconnect, as after any restart. A long poll waiting for its next
-    packet is answered with the close at once; left alone it would hold a stopping server for
-    up to a ping interval."""
-    reason = server.eio.reason.SERVER_DISCONNECT
-    for session in list(server.eio.sockets.values()):
-        # wait=False: a session with no poll under way would otherwise wait for its next one.
-        await session.close(wait=False, reason=reason)
+async def end_sessions(server: _Server) -> None:
+    """End every Engine.IO session ``server`` holds, long-polling or upgraded, as a transport
+    close: clients reconnect, as after any restart. A long poll waiting for its next packet is
+    answered with the close at once; left alone it would hold a stopping server for up to a
+    ping interval."""
+    for eio_sid in list(server.eio.sockets):
+        server.end_session(eio_sid)
 
 
 class _OneLine(logging.Filter):
