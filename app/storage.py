@@ -531,7 +531,7 @@ async def change_stream(
             start_at_operation_time=start_at,
             full_document_before_change="whenAvailable",
             max_await_time_ms=max_await_ms,
-            batch_size=batch_size or (SMALL_BATCH if storage.small_batches else None),
+            batch_size=SMALL_BATCH if storage.small_batches else batch_size,
         )
     except OperationFailure as exc:
         if exc.code in _BAD_TOKEN and resume_after is not None:

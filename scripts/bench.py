@@ -126,8 +126,10 @@ def ensure_wrk() -> str:
     if os.geteuid() == 0 and shutil.which("apt-get"):
         say("wrk not found; installing it with apt-get")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)  # noqa: S607
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env)  # noqa: S607
+        # Their output goes to stderr with the progress: stdout is the table alone.
+        quiet = {"env": env, "stdout": sys.stderr}
+        subprocess.run(["apt-get", "update", "-qq"], check=False, **quiet)  # noqa: S607
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, **quiet)  # noqa: S607
         found = shutil.which("wrk")
     if not found:
         raise SystemExit("wrk is needed (Debian package wrk)")

@@ -41,6 +41,12 @@ STORE_EVENTS: list[Document] = [
     {"$match": {"operationType": {"$in": STORE_OPERATIONS}, "ns.coll": {"$regex": "^[A-Za-z]"}}}
 ]
 IDLE_PAUSE_S = 0.5  # between two reads of a stream that follows no store
+# A paced source asks for this many changes per read, and reads on at once after a read that
+# brought at least BUSY_READ: pacing spares the database reads when changes are few, and must
+# never cap how many a second the source can follow. (The embedded database answers a read
+# with at most about 200 changes whatever the batch size; MongoDB with up to 16 MiB of them.)
+PACED_BATCH = 1000
+BUSY_READ = 100
 # time.increment.data (the shape handed out before tokens were sealed), then the seal in hex
 _POSITION = r"([0-9a-f]{1,8})\.([0-9a-f]{1,8})\.([0-9A-Fa-f]{2,4096})"
 _UNSEALED = re.compile(_POSITION)
@@ -220,7 +226,8 @@ class ChangeSource:
     ):
         self.storage = storage
         # Once the changes read are handed over, wait this long before reading again, so that
-        # one read brings what came meanwhile (for a reader that can wait: history).
+        # one read brings what came meanwhile (for a reader that can wait: history), unless
+        # the read was a busy one (BUSY_READ).
         self.pace_s = pace_s
         self.sink = sink
         self.resume_after = resume_after
@@ -308,12 +315,17 @@ class ChangeSource:
         while True:
             try:
                 async with change_stream(
-                    self.storage, self._pipeline(), self.resume_after, max_await_ms=500
+                    self.storage,
+                    self._pipeline(),
+                    self.resume_after,
+                    max_await_ms=500,
+                    batch_size=PACED_BATCH if self.pace_s else None,
                 ) as stream:
                     # Where the stream starts, known before any change arrives.
                     self.resume_after = stream.resume_token or self.resume_after
                     self.ready.set()
                     delay = 0.1
+                    read = 0  # changes handed over from the current read
                     while True:
                         event = await stream.try_next()
                         if generation != self._generation:
@@ -321,8 +333,11 @@ class ChangeSource:
                         self.resume_after = stream.resume_token or self.resume_after
                         if event is not None:
                             self._deliver(event)
+                            read += 1
                             if self.pace_s and stream.drained():
-                                await asyncio.sleep(self.pace_s)
+                                if read < BUSY_READ:
+                                    await asyncio.sleep(self.pace_s)
+                                read = 0
                         elif self.watching is not None and not self.watching:
                             # Following no store: the stream only keeps its token fresh
                             # (a database may answer a wait early at every write elsewhere).

@@ -314,6 +314,31 @@ async def test_a_paced_source_reads_what_came_meanwhile_in_one_go(mongodb_url):
         await storage.close()
 
 
+async def test_a_paced_source_keeps_up_with_a_backlog(mongodb_url):
+    """Pacing spares reads when changes are few; it must not cap how many a second a source
+    follows. A backlog of 2,000 changes with a 2 s pace: read on at once after each busy read
+    (paused after every read, as before, it took 20 reads and as many pauses: 40 s)."""
+    db_name = unique("backlog")
+    storage = Storage(mongodb_url, db_name)
+    got: list[Change] = []
+    source = ChangeSource(storage, got.append, pace_s=2.0)
+    source.start()
+    try:
+        await asyncio.wait_for(source.ready.wait(), 10)
+        async with raw_database(mongodb_url, db_name) as raw:
+            for first in range(0, 2000, 500):
+                await raw["things"].insert_many([{"n": n} for n in range(first, first + 500)])
+            started = time.monotonic()
+            await eventually(lambda: len(got) >= 2000, seconds=30)
+            took = time.monotonic() - started
+        assert [c.after["n"] for c in got if c.after] == list(range(2000))
+        # Ten or more busy reads, then a quiet one: at most a pause or two, not one per read.
+        assert took < 8, took
+    finally:
+        await source.stop()
+        await storage.close()
+
+
 async def test_a_new_subscriber_hears_only_of_what_follows_its_subscription(live, make_user):
     """The stream reopened for a store no socket followed starts from a token that may lie
     before the subscription; what was written before it must not reach the subscriber."""
