@@ -123,7 +123,7 @@ class Bulk:
             entity_id = validation.object_id(raw_id, f"operations.{index}.id")
             if_match = checked.get("ifMatch")
             if if_match is not None and not (
-                if_match == "*" or (isinstance(if_match, str) and validation.digits(if_match))
+                if_match == "*" or (isinstance(if_match, str) and validation.revision(if_match))
             ):
                 raise Invalid(f"operations.{index}.ifMatch", 'a revision ("3") or "*"')
             op = checked["op"]

@@ -241,7 +241,12 @@ class Entities:
         if edge:
             end = await self._resume_at(store, query, edge[0])
             if query.sort is None:
-                selected["_id"] = {**selected.get("_id", {}), "$lte": end.id}
+                # As "not after the edge", not "up to it": the database compares ids of one
+                # type only, and ids of other types (written elsewhere) belong to the page.
+                cap = {"$nor": [{"_id": {"$gt": end.id}}]}
+                selected["$and"] = [*selected.get("$and", []), cap]
+            elif not isinstance(end.id, ObjectId):
+                pass  # written elsewhere: no key to bound by (the limit bounds the page)
             else:
                 # Up to the edge entity in the sort order: what is created inside the page
                 # meanwhile makes it longer, never pushes the edge out of both pages.

@@ -60,7 +60,8 @@ def entity_response(
     return json_response(entity, status, {**(headers or {}), "ETag": tag})
 
 
-_TAG = re.compile(r'\s*(?:"(\d{1,18})"|(\d{1,18})|(\*))\s*')
+# A revision the server shows may be any 64-bit integer when another program stored it.
+_TAG = re.compile(r'\s*(?:"(-?\d{1,19})"|(-?\d{1,19})|(\*))\s*')
 
 
 def precondition(request: Request, name: str = "if-match") -> str | None:

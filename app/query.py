@@ -244,10 +244,11 @@ def sort_value(document: Any, path: str) -> Any:
 
 @dataclass(frozen=True)
 class Resume:
-    """Where a sorted page ended: the last entity's sort values and id (from a cursor)."""
+    """Where a page ended: the last entity's sort values and id (from a cursor). The id is an
+    ObjectId, unless another program stored the entity under an id of another type."""
 
     values: tuple[Any, ...]
-    id: ObjectId
+    id: Any
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,13 @@ def digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+def revision(text: str) -> bool:
+    """Whether ``text`` names a revision as the server shows them in ``ETag``: a 64-bit
+    integer (an entity stored by another program may hold any, negative ones too)."""
+    number = text[1:] if text.startswith("-") else text
+    return 0 < len(number) <= 19 and digits(number)
+
+
 def positions(document: Any, segments: list[str], key: str) -> None:
     """A PATCH path, on the entity as it is: where it goes through an array it must name a
     position (the database refuses a field name there), and the position is bounded (the

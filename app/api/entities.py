@@ -98,12 +98,19 @@ async def list_entities(request: Request) -> Response:
     page = await found.entities.list(store, query, user)
     headers = {}
     if page.last is not None:
-        if query.sort is None:
+        # An id that is not an ObjectId was written by another program: the database
+        # compares ids of one type only, so it cannot key the next page. Continue by offset.
+        keyed = isinstance(page.last.id, ObjectId)
+        if query.sort is None and keyed:
             following = query.next_params(last_id=page.last.id)
         else:
-            token = cursors.make(store, query.sort, list(page.last.values), page.last.id)
+            token = (
+                cursors.make(store, query.sort, list(page.last.values), page.last.id)
+                if query.sort is not None and keyed
+                else None
+            )
             following = query.next_params(cursor=token or request.query_params.get("cursor"))
-            if token is None:  # sort values too long to carry: continue by offset
+            if token is None:  # sort values too long to carry, or no id to key: by offset
                 following["offset"] = str(query.offset + query.limit)
         headers["Link"] = f'<{_path(request)}?{urlencode(following)}>; rel="next"'
     return json_array_response(page.slices, headers)

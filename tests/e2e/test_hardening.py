@@ -8,6 +8,7 @@ import asyncio
 import logging
 import socket
 import time
+from urllib.parse import urlencode
 
 import httpx
 import jwt
@@ -16,6 +17,7 @@ import pytest
 from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
 
 from app import acl, admission, validation
+from app import entities as entities_module
 from app.embedded import EmbeddedDatabase
 from app.settings import Settings
 from app.storage import Storage
@@ -24,6 +26,7 @@ from tests.e2e.live import live_server
 from tests.e2e.sockets import listening, token_of
 from tests.e2e.support import answers, running, seconds_until
 from tests.e2e.test_changes_feed import drain
+from tests.e2e.test_lists import follow
 from tests.helpers import assert_api_error, unique
 
 pytestmark = pytest.mark.asyncio
@@ -184,6 +187,66 @@ async def test_odd_stored_entities_read_by_id_in_lists_and_meta(make_user, store
     assert meta["first"]["_id"] == odd_entities[0] and meta["last"]["_id"] == odd_entities[-1]
     deepest = (await user.get(f"/api/v1/{store}/{odd_entities[5]}")).json()
     assert jsonio_depth(deepest["v"]) == 300
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+@pytest.mark.parametrize("sort", [None, "n", "-n"])
+async def test_ids_other_than_object_ids_written_elsewhere_do_not_break_paging(
+    app, admin, make_user, store, sort, streamed, monkeypatch
+):
+    """Another program may store an entity under any ``_id``: a number or a string sorts
+    before every ObjectId. Following ``Link`` page by page reaches every entity once, and no
+    link leads to a 400, whichever page such an id ends; also for pages too large to hold,
+    which are bounded by their last entity (``streamed``: every page is one here)."""
+    if streamed:
+        # Read one entity per batch, and give up holding the page after the first.
+        for name in ("WHOLE_PAGE", "HOLD_BYTES"):
+            monkeypatch.setattr(entities_module, name, 0)
+        for name in ("BATCH", "PROJECTED_BATCH"):
+            monkeypatch.setattr(entities_module, name, 1)
+    collection = app.state.services.storage.store(store)
+    await app.state.services.storage.prepare_store(store)
+    readers = acl.readers_of(admin.id, None, ["*"], [])
+    base = {"owner": admin.id, "group": None, "access": ["*"], "branch": [], acl.READERS: readers}
+    ids: list[object] = [7, 8.5, "text-id", "z", ObjectId(), ObjectId(), ObjectId()]
+    for n, entity_id in enumerate(ids):
+        await collection.insert_one({"_id": entity_id, "n": n % 3, **base})
+    user = await make_user()
+    expected = sorted(str(i) for i in ids)
+    for limit in (1, 2, 3):
+        params = {"limit": str(limit), **({"sort": sort} if sort else {})}
+        seen, _ = await follow(user, f"/api/v1/{store}?{urlencode(params)}")
+        assert sorted(str(e["_id"]) for e in seen) == expected, (limit, seen)
+
+
+@pytest.mark.parametrize("stored", [-5, Int64(2**63 - 1), Int64(-(2**63))])
+async def test_any_64_bit_revision_stored_elsewhere_is_a_tag_if_match_takes(
+    app, admin, store, stored
+):
+    """The ETag of an entity whose revision another program stored is taken back by
+    If-Match, in a header and in a bulk operation, as any tag the server shows."""
+    collection = app.state.services.storage.store(store)
+    await app.state.services.storage.prepare_store(store)
+    readers = acl.readers_of(admin.id, None, ["*"], [])
+    base = {"owner": admin.id, "group": None, "access": ["*"], "branch": [], acl.READERS: readers}
+    ids = [ObjectId(), ObjectId()]
+    for entity_id in ids:
+        await collection.insert_one({"_id": entity_id, "n": 1, acl.REVISION: stored, **base})
+    url = f"/api/v1/{store}/{ids[0]}"
+    tag = (await admin.get(url)).headers["etag"]
+    assert tag == f'"{int(stored)}"'
+    assert (await admin.get(url, headers={"If-None-Match": tag})).status_code == 304
+    stale = await admin.delete(url, headers={"If-Match": '"12"'})
+    assert_api_error(stale, 412, "PRECONDITION_FAILED")
+    assert (await admin.delete(url, headers={"If-Match": tag})).status_code == 200
+    operation = {"op": "delete", "id": str(ids[1]), "ifMatch": tag.strip('"')}
+    done = await admin.post(f"/api/v1/{store}/_bulk", json={"operations": [operation]})
+    assert done.status_code == 200, done.text
+    assert await collection.count_documents({}) == 0
+    if stored == -5:  # one below any limit: a PATCH goes on counting from it
+        await collection.insert_one({"_id": ids[0], "n": 1, acl.REVISION: stored, **base})
+        patched = await admin.patch(url, json={"n": 2}, headers={"If-Match": tag})
+        assert patched.status_code == 200 and patched.headers["etag"] == '"-4"'
 
 
 async def test_odd_entities_reach_subscribers_and_the_stream_goes_on(
