@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -60,19 +59,20 @@ def entity_response(
     return json_response(entity, status, {**(headers or {}), "ETag": tag})
 
 
-# A revision the server shows may be any 64-bit integer when another program stored it.
-_TAG = re.compile(r'\s*(?:"(-?\d{1,19})"|(-?\d{1,19})|(\*))\s*')
-
-
 def precondition(request: Request, name: str = "if-match") -> str | None:
-    """An ``If-Match``/``If-None-Match`` header: a revision (``"3"``), ``*``, or None."""
+    """An ``If-Match``/``If-None-Match`` header: a revision (``"3"`` or ``3``, as
+    ``validation.revision`` reads one), ``*``, or None."""
     raw = request.headers.get(name)
     if raw is None:
         return None
-    found = _TAG.fullmatch(raw)
-    if not found:
+    tag = raw.strip(" \t")
+    if tag == "*":
+        return tag
+    if len(tag) > 1 and tag[0] == tag[-1] == '"':
+        tag = tag[1:-1]
+    if not validation.revision(tag):
         raise Invalid(name, 'expected one entity tag, such as "3", or *')
-    return found.group(1) or found.group(2) or found.group(3)
+    return tag
 
 
 def is_json(content_type: str | None) -> bool:
