@@ -9,8 +9,9 @@ most as many others as the lane has slots; past that it is answered at once with
 ``UNAVAILABLE`` and ``Retry-After``, never queued without bound.
 
 While it runs, every database operation of the request shares one deadline
-(``DB_TIMEOUT_MS``, through the driver's client-side timeout, which also sends ``maxTimeMS``
-so the database stops the work). A client that disconnects cancels its request's work.
+(``DB_TIMEOUT_MS``): for the requests on one entity, the request's own; for the rest, the
+driver's client-side timeout, which also sends ``maxTimeMS`` so the database stops the work.
+A client that disconnects cancels its request's work.
 Health checks and the Socket.IO endpoint are not admitted here: sockets stay connected and
 pings answered however loaded the API is.
 """
@@ -27,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import APIError, DeadlineExceeded, RequestTimeout, TooLarge, Unavailable
 from app.middleware import render, scope_request_id
+from app.validation import SYSTEM_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ BODY_WAIT_S = 30.0  # a request's body must be in within this of its headers (40
 BODIES_PER_WRITE = 8  # requests receiving their bodies at once, per write slot
 WATCH_AFTER_S = 0.05
 _READ_METHODS = frozenset({"GET", "HEAD"})
+_POINT_WRITES = frozenset({"PATCH", "DELETE"})
 
 
 @dataclass(frozen=True)
@@ -108,24 +111,25 @@ class Lane:
 
 
 def classify(method: str, path: str) -> tuple[str | None, bool]:
-    """The request's lane (None for what is never shed: health, sockets), and whether it
-    is a GET of one entity by id (a point read)."""
+    """The request's lane (None for what is never shed: health, sockets), and whether it is
+    a point request: one entity's GET, PATCH or DELETE by id, or a POST of one entity to its
+    store. Each of those is a few database operations by an indexed key, bounded work for
+    the database, so the request's own deadline bounds it (see ``_run``)."""
     if not path.startswith("/api/"):
         return None, False
-    if method not in _READ_METHODS:
-        return "write", False
     parts = path.rstrip("/").split("/")  # ["", "api", "v1", store, ...]
-    if len(parts) == 4 and not parts[3].startswith("_") and parts[3] != "openapi.json":
+    store = parts[3] if len(parts) > 3 and parts[2] == "v1" else ""
+    of_store = bool(store) and not store.startswith("_") and store not in SYSTEM_NAMES
+    if method not in _READ_METHODS:
+        if len(parts) == 4:
+            return "write", of_store and method == "POST"
+        entity = len(parts) == 5 and of_store and not parts[4].startswith("_")
+        return "write", entity and method in _POINT_WRITES
+    if len(parts) == 4 and not store.startswith("_") and store not in SYSTEM_NAMES:
         return "list", False
     if len(parts) == 5 and parts[4] == "_changes":
         return "list", False  # a change-feed poll reads the stream like a list reads the store
-    point = (
-        len(parts) == 5
-        and parts[2] == "v1"
-        and not parts[3].startswith("_")
-        and not parts[4].startswith("_")
-    )
-    return "read", point
+    return "read", len(parts) == 5 and of_store and not parts[4].startswith("_")
 
 
 class Admission:
@@ -233,9 +237,11 @@ async def _run(
     response is done, the request's task is cancelled (its database calls with it) and
     nothing more is sent.
 
-    A point read (a GET of one entity by id: a few reads by an indexed key, each bounded
-    work for the database) has the request's own deadline: the task is cancelled when it
-    passes, and the driver drops the connection it was reading from. Every other request
+    A point request (one entity's GET, PATCH or DELETE, or a POST of one entity: a few
+    operations by an indexed key, each bounded work for the database) has the request's own
+    deadline: the task is cancelled when it passes, and the driver drops the connection it
+    was using. A write may then still land, as it may when the driver's timeout ends it
+    after the database took it; either way the answer is the same 503. Every other request
     runs under the driver's client-side timeout, which also sends ``maxTimeMS`` so the
     database stops the work, and costs about 20 µs of CPU per database call (measured
     in-process): contextvars, a timer per call and ``maxTimeMS`` in every command."""

@@ -7,7 +7,6 @@ realtime layer and future admin views call it.
 from __future__ import annotations
 
 import builtins
-import secrets
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -37,6 +36,7 @@ from app.errors import (
     TooLarge,
 )
 from app.jsonio import ms
+from app.nonces import Nonces
 from app.query import ListQuery, Only, Resume, projection, sort_value
 from app.rawbatches import RawBatches
 from app.realtime.changes import apply_update
@@ -562,9 +562,12 @@ def _same(stored: Any, given: Any) -> bool:
     return bool(stored == given)
 
 
+_nonces = Nonces(4, 1)
+
+
 def _stamp(user: Principal) -> str:
     """A new ``_by`` value: the author, and a nonce so that every write changes it."""
-    return f"{user.user_id}.{secrets.token_hex(4)}"
+    return f"{user.user_id}.{_nonces.next()}"
 
 
 def _as_created(stored: Document) -> Document:

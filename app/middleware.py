@@ -4,9 +4,7 @@ the body)."""
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import re
 
 from starlette.exceptions import HTTPException
@@ -24,6 +22,7 @@ from app.errors import (
     TooLarge,
     UnsupportedMediaType,
 )
+from app.nonces import Nonces
 
 log = logging.getLogger(__name__)
 
@@ -37,23 +36,8 @@ _BY_STATUS: dict[int, type[APIError]] = {
 }
 
 
-class _Ids:
-    """Request ids: a random prefix per process, then a counter (unique, cheap; an id is
-    not a secret). A forked child starts a prefix of its own."""
-
-    def __init__(self) -> None:
-        self.restart()
-        os.register_at_fork(after_in_child=self.restart)
-
-    def restart(self) -> None:
-        self._prefix = os.urandom(8).hex()
-        self._counter = itertools.count(1)
-
-    def next(self) -> str:
-        return f"{self._prefix}{next(self._counter):016x}"
-
-
-_ids = _Ids()
+# Request ids: unique, cheap; an id is not a secret.
+_ids = Nonces(8, 16)
 
 
 def request_id(request: Request) -> str:

@@ -23,6 +23,8 @@ from app.errors import BadRequest, Invalid
 
 STORE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 RESERVED_STORES = frozenset({"auth"})
+# The names under /api/v1 of the system's own resources, never read as store names.
+SYSTEM_NAMES = frozenset({"auth", "_me", "_users", "_tokens", "_stores", "_audit", "openapi.json"})
 OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
 MAX_DEPTH = 64
 MAX_PATH_SEGMENTS = MAX_DEPTH

@@ -18,9 +18,9 @@ from starlette.types import Receive, Scope, Send
 from app.api import audit, console, docs, entities, session, stores, system, tokens, users
 from app.errors import APIError, MethodNotAllowed, NotFound
 from app.middleware import render, scope_request_id
+from app.validation import SYSTEM_NAMES
 
 V1 = "/api/v1"
-SYSTEM_NAMES = frozenset({"auth", "_me", "_users", "_tokens", "_stores", "_audit", "openapi.json"})
 Handler = Callable[[Request], Awaitable[Response]]
 
 

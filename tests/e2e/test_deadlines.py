@@ -1,5 +1,5 @@
 """``DB_TIMEOUT_MS`` against a database that stops answering (its process paused with
-SIGSTOP): a GET of one entity by id (its own request deadline) and any other request (the
+SIGSTOP): a request on one entity (its own request deadline) and any other request (the
 driver's client-side timeout) are answered 503 with ``Retry-After`` soon after the deadline,
 and once the database answers again, so does the API."""
 
@@ -51,7 +51,13 @@ async def test_requests_past_the_deadline_get_503_and_recover(database, tmp_path
 
         os.kill(database.pid, signal.SIGSTOP)
         try:
-            for method, target in (("GET", path), ("GET", "/api/v1/_users"), ("PATCH", path)):
+            for method, target in (
+                ("GET", path),
+                ("GET", "/api/v1/_users"),
+                ("PATCH", path),
+                ("POST", "/api/v1/notes"),
+                ("DELETE", "/api/v1/notes/" + "0" * 24),
+            ):
                 started = time.monotonic()
                 response = await http.request(method, target, json={"n": 2})
                 took = time.monotonic() - started

@@ -47,7 +47,19 @@ def test_lanes(method, path, lane):
     [
         ("GET", "/api/v1/orders/65f0aaaaaaaaaaaaaaaaaaaa", True),
         ("HEAD", "/api/v1/orders/65f0aaaaaaaaaaaaaaaaaaaa/", True),
-        ("PATCH", "/api/v1/orders/65f0aaaaaaaaaaaaaaaaaaaa", False),
+        ("PATCH", "/api/v1/orders/65f0aaaaaaaaaaaaaaaaaaaa", True),
+        ("DELETE", "/api/v1/orders/65f0aaaaaaaaaaaaaaaaaaaa", True),
+        ("POST", "/api/v1/orders", True),
+        ("POST", "/api/v1/orders/", True),
+        ("PUT", "/api/v1/orders", False),
+        ("POST", "/api/v1/orders/_bulk", False),
+        ("PUT", "/api/v1/orders/65f0aaaaaaaaaaaaaaaaaaaa/access", False),
+        ("POST", "/api/v1/auth", False),
+        ("POST", "/api/v1/auth/token", False),
+        ("POST", "/api/v1/_users", False),
+        ("PATCH", "/api/v1/_users/u1", False),
+        ("PUT", "/api/v1/_stores/orders", False),
+        ("POST", "/api/v2/orders", False),
         ("GET", "/api/v1/orders", False),
         ("GET", "/api/v1/orders/_changes", False),
         ("GET", "/api/v1/_users/u1", False),
@@ -55,9 +67,10 @@ def test_lanes(method, path, lane):
         ("GET", "/api/docs/assets/page.js", False),
     ],
 )
-def test_only_a_get_of_one_entity_is_a_point_read(method, path, point):
-    """Point reads run under their own request deadline; everything else under the
-    driver's client-side timeout (which also stops the database's work)."""
+def test_only_requests_on_one_entity_are_point_requests(method, path, point):
+    """A GET, PATCH or DELETE of one entity and a POST of one entity run under their own
+    request deadline; everything else under the driver's client-side timeout (which also
+    stops the database's work)."""
     assert classify(method, path)[1] is point
 
 
