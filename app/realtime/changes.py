@@ -41,6 +41,7 @@ STORE_EVENTS: list[Document] = [
     {"$match": {"operationType": {"$in": STORE_OPERATIONS}, "ns.coll": {"$regex": "^[A-Za-z]"}}}
 ]
 IDLE_PAUSE_S = 0.5  # between two reads of a stream that follows no store
+EMPTY_PAUSE_S = 0.01  # after a read that brought nothing (a paced source waits its pace)
 # A paced source asks for this many changes per read, and reads on at once after a read that
 # brought at least BUSY_READ: pacing spares the database reads when changes are few, and must
 # never cap how many a second the source can follow. (The embedded database answers a read
@@ -342,6 +343,12 @@ class ChangeSource:
                             # Following no store: the stream only keeps its token fresh
                             # (a database may answer a wait early at every write elsewhere).
                             await asyncio.sleep(IDLE_PAUSE_S)
+                        else:
+                            # An empty answer: the wait ran out, or the database answered
+                            # early at a write this stream filters out (the embedded one
+                            # does at every write anywhere). Asking again at once cost a
+                            # read per such write; this bounds those reads' rate.
+                            await asyncio.sleep(self.pace_s or EMPTY_PAUSE_S)
             except asyncio.CancelledError:
                 raise
             except ResumeExpired:

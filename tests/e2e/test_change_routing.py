@@ -14,6 +14,7 @@ from bson import ObjectId
 from pymongo import monitoring
 
 from app import history as history_module
+from app.realtime import changes as changes_module
 from app.history import History
 from app.realtime.changes import Change, ChangeSource, Position, ResumeTokens
 from app.storage import HISTORY, Storage, change_stream
@@ -311,6 +312,39 @@ async def test_a_paced_source_reads_what_came_meanwhile_in_one_go(mongodb_url):
     finally:
         await source.stop()
         listener.db_name = ""  # registered for good: let it count nothing from now on
+        await storage.close()
+
+
+async def test_writes_a_stream_filters_out_cost_it_a_bounded_number_of_reads(mongodb_url):
+    """The embedded database answers every waiting stream early at every write, whether the
+    stream's filter keeps it or not. A source that asked again at once made one read per
+    write to a store it does not follow (or to the history, the audit log...); now it waits
+    EMPTY_PAUSE_S after an empty answer, and what it follows still arrives."""
+    db_name = unique("filtered")
+    listener = GetMores(db_name)
+    monitoring.register(listener)  # for clients made from now on: the one below
+    storage = Storage(mongodb_url, db_name)
+    got: list[Change] = []
+    source = ChangeSource(storage, got.append, stores=lambda: {"watched"})
+    source.start()
+    try:
+        await asyncio.wait_for(source.ready.wait(), 10)
+        async with raw_database(mongodb_url, db_name) as raw:
+            await asyncio.sleep(0.2)
+            started, listener.count = time.monotonic(), 0
+            for n in range(300):
+                await raw["elsewhere"].insert_one({"n": n})
+            seconds = time.monotonic() - started
+            reads = listener.count
+            made = await raw["watched"].insert_one({"n": "kept"})
+            await eventually(lambda: len(got) == 1)
+        assert got[0].id == made.inserted_id
+        most = seconds / changes_module.EMPTY_PAUSE_S + 5
+        assert reads <= most, (reads, seconds)
+        assert reads < 150, (reads, seconds)
+    finally:
+        await source.stop()
+        listener.db_name = ""
         await storage.close()
 
 
