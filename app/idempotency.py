@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
+import pymongo
 from pymongo.errors import DuplicateKeyError
 from starlette.responses import Response
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 TTL = timedelta(hours=24)
 LEASE = timedelta(seconds=60)
+RELEASE_S = 1.0  # the most a failed request waits to free its key (the lease frees it later)
 MAX_KEY = 255
 REMEMBERED = frozenset({400, 409, 413, 415, 422})
 _KEPT_HEADERS = ("location", "etag")
@@ -170,8 +172,11 @@ class Idempotency:
             await self.keys.update_one({"_id": key_id}, {"$set": done})
 
     async def _release(self, key_id: str) -> None:
+        """Free the key of a request that failed. It may run after the request's deadline
+        cancelled it (no deadline of the driver's applies then): bounded by RELEASE_S."""
         try:
-            async with translated_async():
-                await self.keys.delete_one({"_id": key_id, "state": "running"})
+            with pymongo.timeout(RELEASE_S):
+                async with translated_async():
+                    await self.keys.delete_one({"_id": key_id, "state": "running"})
         except APIError as exc:  # the lease frees it later
             log.warning("could not release idempotency key %s: %s", key_id[:12], exc)

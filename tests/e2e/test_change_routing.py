@@ -14,8 +14,8 @@ from bson import ObjectId
 from pymongo import monitoring
 
 from app import history as history_module
-from app.realtime import changes as changes_module
 from app.history import History
+from app.realtime import changes as changes_module
 from app.realtime.changes import Change, ChangeSource, Position, ResumeTokens
 from app.storage import HISTORY, Storage, change_stream
 from tests.e2e.sockets import listening, token_of

@@ -11,9 +11,12 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from app import idempotency as idempotency_module
+from app.acl import Principal
 from app.embedded import EmbeddedDatabase
 from tests.e2e.conftest import ADMIN_PASSWORD, client_for, make_settings
 from tests.e2e.support import running
@@ -51,15 +54,17 @@ async def test_requests_past_the_deadline_get_503_and_recover(database, tmp_path
 
         os.kill(database.pid, signal.SIGSTOP)
         try:
-            for method, target in (
-                ("GET", path),
-                ("GET", "/api/v1/_users"),
-                ("PATCH", path),
-                ("POST", "/api/v1/notes"),
-                ("DELETE", "/api/v1/notes/" + "0" * 24),
+            for method, target, headers in (
+                ("GET", path, {}),
+                ("GET", "/api/v1/_users", {}),
+                ("PATCH", path, {}),
+                ("POST", "/api/v1/notes", {}),
+                # Its key is released when the request fails: that must not wait without end.
+                ("POST", "/api/v1/notes", {"Idempotency-Key": "paused-1"}),
+                ("DELETE", "/api/v1/notes/" + "0" * 24, {}),
             ):
                 started = time.monotonic()
-                response = await http.request(method, target, json={"n": 2})
+                response = await http.request(method, target, json={"n": 2}, headers=headers)
                 took = time.monotonic() - started
                 assert response.status_code == 503, (target, response.text)
                 body = response.json()
@@ -77,3 +82,34 @@ async def test_requests_past_the_deadline_get_503_and_recover(database, tmp_path
             await asyncio.sleep(0.1)
         assert response.status_code == 200, response.text
         assert response.json()["n"] in (1, 2)  # the PATCH may have been applied late
+
+
+async def test_a_key_whose_request_the_deadline_cancels_is_freed_in_bounded_time(
+    database, tmp_path
+):
+    """A POST of one entity runs under its own deadline, which cancels it. A request with an
+    Idempotency-Key then frees its key, with no driver deadline left to bound that: a
+    database that stopped answering after the key was claimed must not hold the request
+    past the deadline and ``RELEASE_S``."""
+    settings = make_settings(database.url, tmp_path / "data", MONGODB_DB="released")
+    assert database.pid is not None
+    async with running(settings) as app:
+        idempotency = app.state.services.idempotency
+        user = Principal(user_id="u1", login="u1")
+        paused = asyncio.Event()
+
+        async def work() -> Any:
+            os.kill(database.pid, signal.SIGSTOP)  # the key is claimed: now the database stops
+            paused.set()
+            await asyncio.sleep(3600)
+
+        started = time.monotonic()
+        try:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await idempotency.run(user, "k1", "POST /api/v1/x", {"n": 1}, work, "r1")
+            took = time.monotonic() - started
+        finally:
+            os.kill(database.pid, signal.SIGCONT)
+        assert paused.is_set()
+        assert took < 0.5 + idempotency_module.RELEASE_S + 1.0, took
