@@ -59,7 +59,7 @@ async def test_requests_past_the_deadline_get_503_and_recover(database, tmp_path
                 ("GET", "/api/v1/_users", {}),
                 ("PATCH", path, {}),
                 ("POST", "/api/v1/notes", {}),
-                # Its key is released when the request fails: that must not wait without end.
+                # With a key, the claim comes first; it is bounded by the deadline too.
                 ("POST", "/api/v1/notes", {"Idempotency-Key": "paused-1"}),
                 ("DELETE", "/api/v1/notes/" + "0" * 24, {}),
             ):
