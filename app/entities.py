@@ -245,9 +245,7 @@ class Entities:
                 # type only, and ids of other types (written elsewhere) belong to the page.
                 cap = {"$nor": [{"_id": {"$gt": end.id}}]}
                 selected["$and"] = [*selected.get("$and", []), cap]
-            elif not isinstance(end.id, ObjectId):
-                pass  # written elsewhere: no key to bound by (the limit bounds the page)
-            else:
+            elif isinstance(end.id, ObjectId):  # another id type has no key to bound by
                 # Up to the edge entity in the sort order: what is created inside the page
                 # meanwhile makes it longer, never pushes the edge out of both pages.
                 beyond = query.sort.after(end.values, end.id)

@@ -21,7 +21,6 @@ import random
 import resource
 import statistics
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 import httpx
 import orjson
 import uvloop
+from bench_realtime_procs import say
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 from starlette.types import Message
@@ -184,10 +184,6 @@ async def measure(app: Any, url: str, args: argparse.Namespace) -> None:
         await rounds("post, history stopped", api_post, raw_post)
     await client.close()
     report(results, args)
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def report(results: dict[str, list[float]], args: argparse.Namespace) -> None:
