@@ -1,6 +1,6 @@
 """The audit log: who signed in (or failed to), issued or revoked tokens, changed users, store
 definitions or an entity's access, and deleted entities. Written by the request that did it,
-read by admins (``GET /api/v1/_audit``), newest first, kept a year (a TTL index)."""
+read by admins (``GET /api/v1/_audit``), newest first, kept a year (``app.expiry``)."""
 
 from __future__ import annotations
 

@@ -44,10 +44,9 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         storage = Storage(settings.mongodb_url, settings.mongodb_db)
         try:
-            await storage.prepare_system(
-                history_retention_s=max(1, int(settings.history_retention_days * 86400))
-            )
+            await storage.prepare_system()
             services = Services.build(settings, storage)
+            await services.expiry.prepare()
             generated = await services.users.ensure_admin(
                 settings.admin_login, settings.admin_password
             )
@@ -61,11 +60,13 @@ def create_app(settings: Settings) -> Starlette:
             await services.definitions.start()
             await services.history.start()
             await hub.start(services)
+            services.expiry.start()
             freezer = collector.start(settings.gc_freeze_s)
             try:
                 yield
             finally:
                 await collector.stop(freezer)
+                await services.expiry.stop()
                 await hub.stop()
                 await services.history.stop()
                 await services.definitions.stop()

@@ -11,6 +11,7 @@ from app.credentials import Credentials
 from app.cursors import Cursors
 from app.definitions import Definitions
 from app.entities import Entities
+from app.expiry import Expiry, rules
 from app.feed import Feed
 from app.history import History
 from app.idempotency import Idempotency
@@ -39,6 +40,7 @@ class Services:
     audit: Audit
     credentials: Credentials
     throttle: LoginThrottle
+    expiry: Expiry
 
     @classmethod
     def build(cls, settings: Settings, storage: Storage) -> Services:
@@ -79,4 +81,5 @@ class Services:
             audit=audit,
             credentials=credentials,
             throttle=LoginThrottle(storage),
+            expiry=Expiry(storage, rules(max(1.0, settings.history_retention_days * 86400))),
         )

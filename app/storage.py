@@ -62,7 +62,7 @@ HISTORY = "_history"
 AUDIT = "_audit"
 LEASES = "_leases"
 # Markers written into the change history, so that a reader of it knows where "now" was
-# (``Storage.fence``); the database deletes them after an hour.
+# (``Storage.fence``); deleted after an hour (``app.expiry``).
 FENCES = "_fences"
 FENCE_TTL_S = 3600
 BUILD_DELAY_S = 0.5  # before a background index build starts
@@ -275,35 +275,18 @@ class Storage:
             await self.system(FENCES).insert_one({"_id": marker, "at": datetime.now(UTC)})
         return marker
 
-    async def prepare_system(self, history_retention_s: int = 90 * 86400) -> None:
-        """Indexes of the system collections; safe to run on every start."""
+    async def prepare_system(self) -> None:
+        """Indexes of the system collections; safe to run on every start. (Those on the fields
+        records expire by are ``app.expiry``'s.)"""
         async with translated_async():
-            await self.system(AUDIT).create_index("at", expireAfterSeconds=365 * 86400)
             await self.system(AUDIT).create_index([("user", ASCENDING), ("_id", ASCENDING)])
-            history = self.system(HISTORY)
-            await history.create_index(
+            await self.system(HISTORY).create_index(
                 [("store", ASCENDING), ("entity", ASCENDING), ("at", ASCENDING)]
             )
-            try:
-                await history.create_index("at", expireAfterSeconds=history_retention_s)
-            except OperationFailure as exc:  # the retention changed: follow it
-                if exc.code not in (85, 86):
-                    raise
-                await self.db.command(
-                    "collMod",
-                    HISTORY,
-                    index={"keyPattern": {"at": 1}, "expireAfterSeconds": history_retention_s},
-                )
             await self.system(USERS).create_index("login", unique=True)
-            await self.system(SESSIONS).create_index("expiresAt", expireAfterSeconds=0)
             await self.system(SESSIONS).create_index("user")
-            await self.system(TOKENS).create_index("expiresAt", expireAfterSeconds=0)
             await self.system(TOKENS).create_index([("user", ASCENDING), ("kind", ASCENDING)])
-            failures = self.system(LOGIN_FAILURES)
-            await failures.create_index("at", expireAfterSeconds=300)
-            await failures.create_index([("key", ASCENDING), ("at", ASCENDING)])
-            await self.system(IDEMPOTENCY).create_index("expiresAt", expireAfterSeconds=0)
-            await self.system(FENCES).create_index("at", expireAfterSeconds=FENCE_TTL_S)
+            await self.system(LOGIN_FAILURES).create_index([("key", ASCENDING), ("at", ASCENDING)])
 
     def is_prepared(self, name: str) -> bool:
         return name in self._ready_stores
