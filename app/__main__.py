@@ -73,7 +73,10 @@ def main() -> int:
         if settings.mongodb_url:
             _say(f"database: MongoDB at {_without_password(settings.mongodb_url)}")
         else:
-            database = EmbeddedDatabase(settings.data_dir / "db")
+            database = EmbeddedDatabase(
+                settings.data_dir / "db",
+                keep_changes_s=max(3600.0, settings.changes_retention_days * 86400),
+            )
             database.start()
             settings = dataclasses.replace(settings, mongodb_url=database.url)
             _say(

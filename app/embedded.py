@@ -82,9 +82,16 @@ class EmbeddedDatabase:
         host: str = "127.0.0.1",
         log_path: Path | None = None,
         extra_args: Sequence[str] = (),
+        keep_changes_s: float | None = None,
     ) -> None:
         self.storage_path = Path(storage_path).resolve()
-        self.extra_args = tuple(extra_args)
+        # How long the server keeps its change history (what change streams resume from: the
+        # change feed's cursors, realtime resume tokens, the history recorder's takeover).
+        # SecantusDB's own default is an hour; its cap of 100,000 changes stays.
+        keep: tuple[str, ...] = ()
+        if keep_changes_s is not None:
+            keep = ("--oplog-retention-seconds", f"{max(1.0, keep_changes_s):.0f}")
+        self.extra_args = (*keep, *extra_args)
         self.port = port
         self.host = host
         default_log = self.storage_path.parent / "secantusd.log"

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from pymongo import MongoClient, monitoring
 
 from app.embedded import EmbeddedDatabase, EmbeddedDatabaseError, free_port
+from tests.e2e.live import process_env, server_process
 
 
 def _client(url: str) -> MongoClient[dict[str, Any]]:
@@ -113,3 +117,41 @@ def test_writes_through_its_url_are_not_retryable_writes(database: EmbeddedDatab
         assert len(listener.commands) == 1
         sent[name] = "txnNumber" in listener.commands[0]
     assert sent == {"ours": False, "plain": True}
+
+
+@pytest.mark.parametrize(("keep_s", "kept"), [(1, False), (None, True)])
+def test_the_change_history_is_kept_as_long_as_asked(
+    tmp_path: Path, keep_s: float | None, kept: bool
+) -> None:
+    """``python -m app`` asks its embedded database to keep changes CHANGES_RETENTION_DAYS
+    (SecantusDB keeps an hour unless told): a stream may resume from that far back."""
+    with EmbeddedDatabase(tmp_path / "db", keep_changes_s=keep_s) as db, _client(db.url) as c:
+        changes = c.probe.changes
+        with c.start_session() as session:
+            changes.insert_one({"first": True}, session=session)
+            first = session.operation_time
+        time.sleep(2.5)
+        # The server drops what is past its keeping every thousand changes.
+        for n in range(0, 1200, 200):
+            changes.insert_many([{"n": i} for i in range(n, n + 200)])
+        with changes.watch(start_at_operation_time=first, max_await_time_ms=100) as stream:
+            seen = stream.try_next()
+        # Not kept: the stream starts at the oldest change still kept, a later one.
+        assert (seen is not None and seen["fullDocument"].get("first") is True) is kept
+
+
+async def test_python_m_app_starts_its_database_keeping_changes_for_the_feeds_retention(
+    tmp_path: Path,
+) -> None:
+    """With no MONGODB_URL, ``python -m app`` (what scripts/run serves) starts the embedded
+    database itself, told to keep CHANGES_RETENTION_DAYS of change history."""
+    env = process_env("", tmp_path / "data", "embedded", CHANGES_RETENTION_DAYS="2")
+    log = tmp_path / "server.log"
+    async with server_process(env, log) as url, httpx.AsyncClient(base_url=url) as http:
+        assert (await http.get("/healthz")).status_code == 200
+        said = re.search(r"embedded SecantusDB at \S+ \(pid (\d+)\)", log.read_text())
+        assert said, log.read_text()
+        argv = Path(f"/proc/{said[1]}/cmdline").read_bytes().split(b"\0")  # noqa: ASYNC240
+        flag = argv.index(b"--oplog-retention-seconds")
+        assert argv[flag + 1] == b"172800"
+    assert not _pid_alive(int(said[1]))  # stopped with the server
