@@ -24,8 +24,9 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from bson.codec_options import CodecOptions, DatetimeConversion
 from pymongo import ASCENDING
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import OperationFailure
 
 from app.storage import (
     AUDIT,
@@ -52,6 +53,12 @@ LONGEST_WINDOW_S = 366 * 86400.0
 # After this long, a pass looks for the oldest record again rather than starting where the
 # last one ended (a record stored late with an old time is then expired too).
 REFLOOR_S = 3600.0
+# No program of ours stores a date before this. Another program may store any date, even one
+# Python's datetime cannot hold: those before it go at once, and windows start here.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CLAMPED: CodecOptions[Document] = CodecOptions(
+    tz_aware=True, datetime_conversion=DatetimeConversion.DATETIME_CLAMP
+)
 _INDEX_CONFLICT = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
 _INDEX_NOT_FOUND = 27
 
@@ -130,17 +137,19 @@ class Expiry:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.every_s * random.uniform(0.5, 1.0))  # noqa: S311 - not a secret
-            try:
-                await self.sweep()
-            except PyMongoError as exc:
-                log.warning("expiry pass interrupted: %r", exc)
+            await self.sweep()
 
     async def sweep(self, moment: datetime | None = None) -> int:
-        """One pass over every rule; the number of records deleted."""
+        """One pass over every rule; the number of records deleted. A rule that fails (the
+        database is away) is logged and left for the next pass; the others go on."""
         moment = moment or datetime.now(UTC)
         deleted = 0
         for rule in self.rules:
-            count = await self._expire(rule, moment - timedelta(seconds=rule.after_s))
+            try:
+                count = await self._expire(rule, moment - timedelta(seconds=rule.after_s))
+            except Exception as exc:
+                log.warning("expiry of %s interrupted: %r", rule.collection, exc)
+                continue
             if count:
                 log.info("expired %d records of %s", count, rule.collection)
             deleted += count
@@ -175,13 +184,17 @@ class Expiry:
         if known is not None and sought is not None and _clock() - sought < REFLOOR_S:
             return known if known < cutoff else None
         self._sought[rule] = _clock()
-        found: Document | None = await self.storage.system(rule.collection).find_one(
+        collection = self.storage.system(rule.collection)
+        found: Document | None = await collection.with_options(codec_options=_CLAMPED).find_one(
             {rule.field: {"$lt": cutoff}}, {rule.field: 1, "_id": 0}, sort=[(rule.field, 1)]
         )
         value = found.get(rule.field) if found is not None else None
         if not isinstance(value, datetime):
             self._floors[rule] = cutoff
             return None
+        if value < _EPOCH:
+            await collection.delete_many({rule.field: {"$lt": _EPOCH}})
+            return _EPOCH
         return value
 
 
