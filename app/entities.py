@@ -85,7 +85,7 @@ class Entities:
         stored = self.new_entity(store, body, user)
         await self.storage.prepare_store(store)
         async with translated_async():
-            await self.storage.store(store).insert_one(stored)
+            await self.storage.insert(store, stored)
         return _as_created(stored)
 
     async def create_many(

@@ -42,7 +42,11 @@ class App(Starlette):
 def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        storage = Storage(settings.mongodb_url, settings.mongodb_db)
+        storage = Storage(
+            settings.mongodb_url,
+            settings.mongodb_db,
+            batch_timeout_s=settings.db_timeout_ms / 1000,
+        )
         try:
             await storage.prepare_system()
             services = Services.build(settings, storage)
