@@ -3,14 +3,15 @@
 A request's insert or read by id costs the driver far more CPU as a command of its own (a
 command, a round trip, two tasks per reply: about 170 µs of an insert's, measured) than
 as one document of a larger one (about 15 µs in a batch of 16). So calls for the same store
-are coalesced: a call that finds no batch on its way is sent at once, alone; those that
-arrive while one is on its way are sent together as soon as it is back. Nothing waits on a
-timer, so a lone call is not slowed, and under load each round trip carries what queued up
-meanwhile.
+are coalesced: a call that finds nothing on its way is sent at once, alone, from its
+caller's own task, as it would be without coalescing; those that arrive while a call is on
+its way are sent together as soon as it is back. Nothing waits on a timer, so a lone call is
+not slowed, and under load each round trip carries what queued up meanwhile.
 
-A batch runs in a task of its own, so one caller giving up (its deadline, its client gone)
-never stops a batch that carries others' calls. A call given up before its batch is sent is
-left out of it; one given up after may still take effect, as a single call may.
+A batch runs in a task of its own, under a deadline of its own, so one caller giving up (its
+deadline, its client gone) never stops a batch that carries others' calls. A call given up
+before its batch is sent is left out of it; one given up after may still take effect, as a
+single call may.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-# What a batch's sender returns: one outcome per item, in order; an exception is raised to
-# that item's caller alone. An exception the sender raises is raised to every caller.
-Send = Callable[[str, list[Item]], Awaitable[list[Result | BaseException]]]
+# One call alone, in its caller's own task and under its caller's deadline.
+One = Callable[[str, Item], Awaitable[Result]]
+# A batch, in a task of its own and under a deadline of its own: one outcome per item, in
+# order; an exception is raised to that item's caller alone. An exception the sender raises
+# is raised to every caller.
+Many = Callable[[str, list[Item]], Awaitable[list[Result | BaseException]]]
 
 
 @dataclass
@@ -35,8 +39,9 @@ class _Queue(Generic[Item, Result]):
 
 
 class Coalescer(Generic[Item, Result]):
-    def __init__(self, send: Send[Item, Result], most: int):
-        self._send_batch = send
+    def __init__(self, one: One[Item, Result], many: Many[Item, Result], most: int):
+        self._one = one
+        self._many = many
         self.most = most  # items per batch; more wait for the next one
         self._queues: dict[str, _Queue[Item, Result]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -47,16 +52,33 @@ class Coalescer(Generic[Item, Result]):
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = _Queue()
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[Result] = loop.create_future()
-        queue.waiting.append((item, done))
         if not queue.sending:
+            # Nothing on its way: this call goes alone, as it would without coalescing, and
+            # those that arrive meanwhile go together once it is back (or given up).
             queue.sending = True
-            # A context of its own: no request's state (a deadline, a request id) reaches it.
-            task = loop.create_task(self._drain(key, queue), context=contextvars.Context())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self.batches += 1
+            self.items += 1
+            try:
+                return await self._one(key, item)
+            finally:
+                self._hand_on(key, queue)
+        done: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        queue.waiting.append((item, done))
         return await done  # cancelled with its caller: then left out, unless already sent
+
+    def _hand_on(self, key: str, queue: _Queue[Item, Result]) -> None:
+        """The call on its way is back: send what waits, in a task and a context of its own
+        (no caller's deadline or state reaches a batch that carries others' calls)."""
+        if not any(not done.done() for _, done in queue.waiting):
+            queue.waiting.clear()
+            queue.sending = False
+            if self._queues.get(key) is queue:
+                del self._queues[key]
+            return
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._drain(key, queue), context=contextvars.Context())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
         """Stop the batches on their way (their callers are told they were cancelled)."""
@@ -91,7 +113,7 @@ class Coalescer(Generic[Item, Result]):
         self.batches += 1
         self.items += len(batch)
         try:
-            outcomes = await self._send_batch(key, [item for item, _ in batch])
+            outcomes = await self._many(key, [item for item, _ in batch])
         except Exception as exc:  # the whole batch failed: each call raises it
             outcomes = [exc] * len(batch)
         except BaseException:  # cancelled (the server stopping): no outcome is known

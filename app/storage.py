@@ -226,9 +226,11 @@ class Storage:
         self._writable = False
         # How long a batch of coalesced calls may take (DB_TIMEOUT_MS, a point request's own).
         self.batch_timeout_s = batch_timeout_s
-        self.inserts: Coalescer[Document, None] = Coalescer(self._insert_batch, MOST_PER_BATCH)
+        self.inserts: Coalescer[Document, None] = Coalescer(
+            self._insert_one, self._insert_batch, MOST_PER_BATCH
+        )
         self.reads: Coalescer[ObjectId, Document | None] = Coalescer(
-            self._read_batch, MOST_PER_BATCH
+            self._entity_alone, self._read_batch, MOST_PER_BATCH
         )
 
     async def close(self) -> None:
@@ -284,6 +286,9 @@ class Storage:
             given.add(entity_id)
             outcome.append(document)
         return outcome
+
+    async def _insert_one(self, name: str, document: Document) -> None:
+        await self.store(name).insert_one(document)
 
     async def _insert_batch(
         self, name: str, documents: list[Document]
