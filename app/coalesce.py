@@ -92,8 +92,12 @@ class Coalescer(Generic[Item, Result]):
             while batch := self._take(queue):
                 await self._run(key, batch)
         finally:
+            # Only a drain that was stopped (close) leaves calls waiting: none waits forever.
+            for _, done in queue.waiting:
+                done.cancel()
+            queue.waiting.clear()
             queue.sending = False
-            if not queue.waiting and self._queues.get(key) is queue:
+            if self._queues.get(key) is queue:
                 del self._queues[key]
 
     def _take(self, queue: _Queue[Item, Result]) -> list[tuple[Item, asyncio.Future[Result]]]:

@@ -88,6 +88,24 @@ async def test_an_insert_given_up_before_its_batch_leaves_it_out(storage):
     assert (storage.inserts.batches, storage.inserts.items) == (2, 2)
 
 
+async def test_closing_tells_every_waiting_caller(storage):
+    storage.inserts.most = 1  # one per batch, so that some still wait when it closes
+    documents = [{"_id": ObjectId(), "n": n} for n in range(4)]
+    alone = asyncio.create_task(storage.insert("things", documents[0]))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    behind = [asyncio.create_task(storage.insert("things", d)) for d in documents[1:]]
+    await asyncio.sleep(0)
+    await alone  # back: the batch of the second is on its way, the others wait
+    assert storage.inserts.batches == 2
+    await storage.inserts.close()
+    outcomes = await asyncio.gather(*behind, return_exceptions=True)
+    assert all(isinstance(o, asyncio.CancelledError) for o in outcomes), outcomes
+    stored = await storage.store("things").distinct("n")
+    assert 0 in stored and 2 not in stored and 3 not in stored
+    assert not storage.inserts._queues
+
+
 async def test_a_batch_past_its_deadline_fails_every_call_in_it(storage):
     storage.batch_timeout_s = 1e-6  # no batch can be answered in that time
     storage.inserts.most = storage.reads.most = 3
