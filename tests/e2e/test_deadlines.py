@@ -21,7 +21,13 @@ from app.embedded import EmbeddedDatabase
 from tests.e2e.conftest import ADMIN_PASSWORD, client_for, make_settings
 from tests.e2e.support import running
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [
+    pytest.mark.asyncio,
+    # Cancelling the driver while it opens a connection leaves that socket to the garbage
+    # collector (PyMongo 4.20.1; mongo-python-driver PR 2858, PYTHON-5867, is the fix), and
+    # these tests cancel driver calls against a paused database on purpose.
+    pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"),
+]
 
 DEADLINE_MS = 700
 
@@ -72,6 +78,16 @@ async def test_requests_past_the_deadline_get_503_and_recover(database, tmp_path
                 assert response.headers["Retry-After"] == "1"
                 assert response.headers["X-Request-Id"] == body["requestId"]
                 assert DEADLINE_MS / 1000 * 0.9 <= took < DEADLINE_MS / 1000 + 2, (target, took)
+            # Together: the first POST and GET go alone, the others wait behind them (one
+            # call of a store at a time, app.coalesce); each is answered at its own deadline.
+            started = time.monotonic()
+            answers = await asyncio.gather(
+                *(http.post("/api/v1/notes", json={"n": 3}) for _ in range(8)),
+                *(http.get(path) for _ in range(8)),
+            )
+            took = time.monotonic() - started
+            assert [a.status_code for a in answers] == [503] * 16, [a.text for a in answers]
+            assert took < DEADLINE_MS / 1000 + 2, took
         finally:
             os.kill(database.pid, signal.SIGCONT)
 
@@ -82,6 +98,11 @@ async def test_requests_past_the_deadline_get_503_and_recover(database, tmp_path
             await asyncio.sleep(0.1)
         assert response.status_code == 200, response.text
         assert response.json()["n"] in (1, 2)  # the PATCH may have been applied late
+        # Of the eight POSTs together, only the one on its way may land late: the seven
+        # waiting behind it were given up before they were sent.
+        await asyncio.sleep(0.5)
+        counted = await http.get("/api/v1/notes", params={"meta": "true", "where": '{"n": 3}'})
+        assert counted.json()["count"] <= 1, counted.text
 
 
 async def test_a_key_whose_request_the_deadline_cancels_is_freed_in_bounded_time(
