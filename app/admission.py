@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import pymongo
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.deadline import Deadline
 from app.errors import APIError, DeadlineExceeded, RequestTimeout, TooLarge, Unavailable
 from app.middleware import render, scope_request_id
 from app.validation import SYSTEM_NAMES
@@ -37,7 +38,6 @@ SEND_GRACE_S = 1.0  # past its deadline, a request still sending is cut after th
 BODY_WAIT_S = 30.0  # a request's body must be in within this of its headers (408 after)
 BODIES_PER_WRITE = 8  # requests receiving their bodies at once, per write slot
 WATCH_AFTER_S = 0.05
-AGAIN_S = 0.1  # a passed deadline cancels its request again this often until it ends
 _READ_METHODS = frozenset({"GET", "HEAD"})
 _POINT_WRITES = frozenset({"PATCH", "DELETE"})
 
@@ -250,64 +250,22 @@ async def _run(
     if task is None:  # pragma: no cover - an ASGI server runs every request in a task
         raise RuntimeError("a request outside a task")
     state = _Watch(receive, task, bodyless=scope.get("method", "") not in _BODY_METHODS)
-    # The driver's timeout ends database work; the request's own deadline also ends a request
-    # that has done its database work but is still sending to a client that does not read
-    # (six such lists held every list slot for as long as their sockets stayed open).
-    deadline = _Deadline(task, deadline_s if point else deadline_s + SEND_GRACE_S)
-    passed = False
     try:
-        try:
-            if point:
+        if point:
+            async with Deadline(deadline_s):
                 await _watched(app, scope, send, state)
-            else:
-                with pymongo.timeout(deadline_s):
+        else:
+            # The driver's timeout ends database work; this one ends a request that has done
+            # its database work but is still sending to a client that does not read (six
+            # such lists held every list slot for as long as their sockets stayed open).
+            with pymongo.timeout(deadline_s):
+                async with Deadline(deadline_s + SEND_GRACE_S):
                     await _watched(app, scope, send, state)
-        except asyncio.CancelledError:
-            if not deadline.passed:
-                raise
-            passed = True
-        except TimeoutError:  # an asyncio deadline within the request
-            passed = True
-    finally:
-        owed = deadline.stop()
-    if owed:  # cancelled from elsewhere too (the server stopping): that goes on
-        raise asyncio.CancelledError
-    if not passed:
-        return
-    if state.started:  # the deadline passed while a slow client was taking the response
-        log.info("%s %s: deadline passed while sending", scope["method"], scope["path"])
-        return
-    await render(DeadlineExceeded(), scope_request_id(scope))(scope, receive, send)
-
-
-class _Deadline:
-    """Cancels ``task`` once ``seconds`` have passed, and again every ``AGAIN_S`` until
-    stopped. Once is not always enough: Python 3.11's ``asyncio.wait_for``, which the driver
-    uses while it opens a connection, loses a cancellation that arrives as the call it waits
-    on completes. With the database stopped, one of 16 requests sent together outlived its
-    0.7 s deadline by 15 s, on the driver's retries that the lost cancellation let start."""
-
-    def __init__(self, task: asyncio.Task[object], seconds: float):
-        self._task = task
-        self._loop = asyncio.get_running_loop()
-        self._sent = 0
-        self._timer = self._loop.call_later(seconds, self._cancel)
-
-    @property
-    def passed(self) -> bool:
-        return self._sent > 0
-
-    def _cancel(self) -> None:
-        self._sent += 1
-        self._task.cancel()
-        self._timer = self._loop.call_later(AGAIN_S, self._cancel)
-
-    def stop(self) -> bool:
-        """Stop; True when the task still owes a cancellation that did not come from here."""
-        self._timer.cancel()
-        for _ in range(self._sent):
-            self._task.uncancel()
-        return self._task.cancelling() > 0
+    except TimeoutError:
+        if state.started:  # the deadline passed while a slow client was taking the response
+            log.info("%s %s: deadline passed while sending", scope["method"], scope["path"])
+            return
+        await render(DeadlineExceeded(), scope_request_id(scope))(scope, receive, send)
 
 
 async def _watched(app: ASGIApp, scope: Scope, send: Send, state: _Watch) -> None:

@@ -40,6 +40,7 @@ from pymongo.errors import (
 
 from app.acl import READERS
 from app.coalesce import Coalescer
+from app.deadline import Deadline
 from app.errors import (
     APIError,
     Conflict,
@@ -270,7 +271,7 @@ class Storage:
         self, name: str, ids: list[ObjectId]
     ) -> list[Document | BaseException | None]:
         try:
-            async with asyncio.timeout(self.request_timeout(self.batch_timeout_s)):
+            async with Deadline(self.request_timeout(self.batch_timeout_s)):
                 if len(ids) == 1:
                     return [await self._entity_alone(name, ids[0])]
                 found = await self.store(name).find({"_id": {"$in": ids}}).to_list()
@@ -295,7 +296,7 @@ class Storage:
     ) -> list[BaseException | None]:
         collection = self.store(name)
         try:
-            async with asyncio.timeout(self.request_timeout(self.batch_timeout_s)):
+            async with Deadline(self.request_timeout(self.batch_timeout_s)):
                 if len(documents) == 1:
                     await collection.insert_one(documents[0])
                     return [None]
