@@ -297,9 +297,6 @@ class Storage:
         collection = self.store(name)
         try:
             async with Deadline(self.request_timeout(self.batch_timeout_s)):
-                if len(documents) == 1:
-                    await collection.insert_one(documents[0])
-                    return [None]
                 await collection.insert_many(documents, ordered=False)
         except BulkWriteError as exc:
             failed = _per_document(exc, len(documents))
